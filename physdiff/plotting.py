@@ -1,0 +1,228 @@
+"""matplotlib figures drawn from physdiff's Datasets (Agg backend, files written atomically).
+
+Each ``plot_*`` function takes a Dataset of the schema named in :mod:`physdiff.results` and a
+path, draws one figure, writes it (PNG by default; the format follows the suffix) and returns
+the path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from ._util import atomic_path  # noqa: E402
+
+__all__ = ["save_figure", "plot_samples", "plot_loss", "plot_potential", "plot_speciation",
+           "plot_score_comparison", "plot_magnetization_trajectories", "plot_histograms",
+           "plot_speciation_vs_N"]
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save ``fig`` atomically at ``path`` and close it."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".") or "png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_samples(ds: xr.Dataset, path, *, reference=None, max_images: int = 64, title: str | None = None) -> Path:
+    """Generated samples: a grid of images when ``ds`` has ``image``, a scatter for 2-D samples (over
+    ``reference`` data (m, 2) if given), else a histogram of the magnetization ``mean(x)``."""
+    title = title or f"samples ({ds.attrs.get('dataset', '')})"
+    if "image" in ds:
+        imgs = ds["image"].values[:max_images]
+        k = int(np.ceil(np.sqrt(len(imgs))))
+        fig, axes = plt.subplots(k, k, figsize=(k * 0.9, k * 0.9))
+        for ax in np.ravel(axes):
+            ax.axis("off")
+        for ax, im in zip(np.ravel(axes), imgs):
+            ax.imshow(np.clip(im, -1, 1), cmap="gray", vmin=-1, vmax=1)
+        fig.suptitle(title, fontsize=9)
+        return save_figure(fig, path)
+    x = ds["x"].values
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    if x.shape[1] == 2:
+        if reference is not None:
+            ref = np.asarray(reference)
+            ax.scatter(ref[:, 0], ref[:, 1], s=2, c="0.75", label="data", rasterized=True)
+        ax.scatter(x[:, 0], x[:, 1], s=2, c="C3", label="generated", rasterized=True)
+        ax.set_aspect("equal")
+        ax.legend(loc="upper right", markerscale=4, fontsize=8)
+    else:
+        m = x.mean(axis=1)
+        ax.hist(m, bins=min(60, max(10, x.shape[1] + 1)), density=True, color="C0", alpha=0.8, label="generated")
+        ax.set_xlabel("magnetization per spin  m = M/N")
+        ax.set_ylabel("density")
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def plot_loss(ds: xr.Dataset, path) -> Path:
+    """Training loss: the last epoch's loss against step t, and the loss against epoch for a few t."""
+    loss = ds["loss"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot(loss["t"], loss.isel(epoch=-1), lw=1)
+    a.set_xlabel("step t")
+    a.set_ylabel("loss (last epoch)")
+    a.set_yscale("log")
+    T = loss.sizes["t"]
+    for t in sorted({1, max(1, T // 10), max(1, T // 2), T}):
+        b.plot(loss["epoch"], loss.sel(t=t), label=f"t={t}")
+    b.set_xlabel("epoch")
+    b.set_yscale("log")
+    b.legend(fontsize=8)
+    fig.suptitle("per-timestep training loss", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _time_colors(n):
+    return plt.cm.viridis(np.linspace(0, 0.95, n))
+
+
+def plot_potential(ds: xr.Dataset, path, *, variables=("V", "U"), asymptotic_suffix: str = "_asymptotic",
+                   speciation_time: float | None = None) -> Path:
+    """Potentials along mu at several t (one panel per variable), each shifted to 0 at mu = 0, with
+    their large-N forms (variables named ``<var>_asymptotic``) dashed."""
+    present = [v for v in variables if v in ds]
+    fig, axes = plt.subplots(1, len(present), figsize=(5 * len(present), 4), squeeze=False)
+    mu = ds["mu"].values
+    i0 = int(np.argmin(np.abs(mu)))
+    colors = _time_colors(ds.sizes["t"])
+    for ax, var in zip(axes[0], present):
+        for k in range(ds.sizes["t"]):
+            tau = float(ds["physical_time"][k])
+            v = ds[var].values[k]
+            ax.plot(mu, v - v[i0], color=colors[k], lw=1.5, label=f"t = {tau:.2f}")
+            asym = var + asymptotic_suffix
+            if asym in ds:
+                va = ds[asym].values[k]
+                ax.plot(mu, va - va[i0], color=colors[k], lw=1, ls="--")
+        ax.set_xlabel(r"$\mu = \sum_i x_i/\sqrt{N}$")
+        name = {"V": r"density potential $V = -\log P_t(\mu)$",
+                "U": r"drift potential $U = -\mu^2/2 - 2\log P_t(\mu)$"}.get(var, var)
+        ax.set_ylabel(name)
+        lo, hi = np.nanpercentile(np.concatenate([ds[var].values[k] - ds[var].values[k][i0]
+                                                  for k in range(ds.sizes["t"])]), [0, 60])
+        ax.set_ylim(lo - 0.5, hi + 0.5)
+    axes[0][0].legend(fontsize=7, title="physical time", title_fontsize=7)
+    ts = speciation_time if speciation_time is not None else ds.attrs.get("speciation_time")
+    fig.suptitle(f"Curie-Weiss N={ds.attrs.get('N')}, beta={ds.attrs.get('beta')}, h={ds.attrs.get('h')}"
+                 + (f"; t_S = {float(ts):.3f}" if ts is not None else "")
+                 + "  (dashed: large-N forms)", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_histograms(ds: xr.Dataset, path) -> Path:
+    """Forward-chain histograms of mu at several t (``hist(t, bin)`` with ``bin_center``) against
+    the exact density ``P_exact(t, mu)``."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    colors = _time_colors(ds.sizes["t"])
+    centers = ds["bin_center"].values
+    width = np.diff(centers).mean()
+    for k in range(ds.sizes["t"]):
+        tau = float(ds["physical_time"][k])
+        ax.step(centers, ds["hist"].values[k], where="mid", color=colors[k], lw=1, alpha=0.9)
+        ax.plot(ds["mu"].values, ds["P_exact"].values[k], color=colors[k], lw=1.5, ls="--", label=f"t = {tau:.2f}")
+    ax.set_xlabel(r"$\mu$")
+    ax.set_ylabel(r"$P_t(\mu)$")
+    ax.set_title(f"forward chain (steps) vs exact $P_t(\\mu)$ (dashed), bin width {width:.2f}", fontsize=9)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def plot_magnetization_trajectories(ds: xr.Dataset, path, *, speciation_time: float | None = None,
+                                    max_lines: int = 200) -> Path:
+    """Reverse trajectories ``mu(traj, t)`` against physical time, coloured by the sign of the end
+    point, with the speciation time marked."""
+    mu = ds["mu"].values  # (traj, t)
+    tau = ds["physical_time"].values
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    final = mu[:, np.argmin(tau)]
+    for i in range(min(max_lines, mu.shape[0])):
+        ax.plot(tau, mu[i], lw=0.6, alpha=0.6, color="C3" if final[i] > 0 else "C0")
+    ts = speciation_time if speciation_time is not None else ds.attrs.get("speciation_time")
+    if ts is not None:
+        ax.axvline(float(ts), color="k", ls="--", lw=1, label=f"t_S = {float(ts):.2f}")
+        ax.legend(fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("physical time t (reverse runs right to left)")
+    ax.set_ylabel(r"$\mu = \sum_i x_i/\sqrt{N}$")
+    ax.invert_xaxis()
+    ax.set_title(ds.attrs.get("title", "reverse trajectories of the magnetization"), fontsize=9)
+    return save_figure(fig, path)
+
+
+def plot_speciation(ds: xr.Dataset, path, *, level: float = 0.7752) -> Path:
+    """Cloning curve phi(t) against physical time with error bars, theory, the 0.7752 level and the
+    measured and theoretical speciation times."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    tau = ds["physical_time"].values
+    err = ds["phi_stderr"].values if "phi_stderr" in ds else None
+    ax.errorbar(tau, ds["phi"].values, yerr=err, fmt="o", ms=3, capsize=2, label="measured")
+    if "phi_theory" in ds:
+        ax.plot(tau, ds["phi_theory"].values, "k-", lw=1, label="theory")
+    if "phi_curve" in ds:
+        ax.plot(ds["t_curve"].values, ds["phi_curve"].values, "k-", lw=1, label="theory")
+    ax.axhline(level, color="0.5", lw=0.8, ls=":")
+    if "speciation_time" in ds:
+        ax.axvline(float(ds["speciation_time"]), color="C3", ls="--", lw=1,
+                   label=f"measured t_S = {float(ds['speciation_time']):.2f}")
+    if "speciation_time_theory" in ds.attrs:
+        ax.axvline(float(ds.attrs["speciation_time_theory"]), color="k", ls="--", lw=1,
+                   label=f"(1/2) log Lambda = {float(ds.attrs['speciation_time_theory']):.2f}")
+    ax.set_xlabel("physical time t of the branching")
+    ax.set_ylabel(r"$\phi(t)$ = P(same class)")
+    ax.legend(fontsize=8)
+    ax.set_title(ds.attrs.get("title", "cloning experiment"), fontsize=9)
+    return save_figure(fig, path)
+
+
+def plot_speciation_vs_N(ds: xr.Dataset, path) -> Path:
+    """Speciation times against N (``speciation_time(beta, N, kind)``), with the (1/2) log N law."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    N = ds["N"].values
+    for b in ds["beta"].values:
+        for j, kind in enumerate(ds["kind"].values):
+            ax.plot(N, ds["speciation_time"].sel(beta=b, kind=kind), marker="os^"[j % 3], ms=4,
+                    ls="-" if kind == "covariance" else ":", label=f"beta={b:g}, {kind}")
+    ax.plot(N, 0.5 * np.log(N), "k--", lw=1, label=r"$\frac{1}{2}\log N$")
+    ax.set_xscale("log")
+    ax.set_xlabel("N")
+    ax.set_ylabel("speciation time (physical)")
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def plot_score_comparison(ds: xr.Dataset, path, *, speciation_time: float | None = None) -> Path:
+    """Learned vs exact score against physical time: relative error and cosine."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    tau = ds["physical_time"].values
+    a.plot(tau, ds["relative_error"], label="total")
+    for v, lab in (("relative_error_parallel", "magnetization direction"),
+                   ("relative_error_orthogonal", "orthogonal")):
+        if v in ds:
+            a.plot(tau, ds[v], lw=1, label=lab)
+    a.set_yscale("log")
+    a.set_ylabel("relative squared error")
+    b.plot(tau, ds["cosine"])
+    b.set_ylabel("cosine(learned, exact)")
+    ts = speciation_time if speciation_time is not None else ds.attrs.get("speciation_time")
+    for ax in (a, b):
+        ax.set_xscale("log")
+        ax.set_xlabel("physical time t")
+        if ts is not None:
+            ax.axvline(float(ts), color="k", ls="--", lw=1)
+    a.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
