@@ -1,30 +1,148 @@
 """Exact and large-N theory of the Curie-Weiss model as the data of a diffusion model.
 
 ``q(a) ∝ exp(beta M^2 / (2N) + h M)`` for spins ``a_i = ±1``, ``M = sum_i a_i``; ``beta`` is the
-inverse temperature and ``h`` a per-spin field. numpy + scipy only. Formulas and reference values:
-REFERENCES.md sections 2-4.
+inverse temperature and ``h`` a per-spin field. The data are diffused by the variance-preserving
+forward process ``x_t = s a + sqrt(Delta) eps`` with ``s = sqrt(alpha_bar)``, ``Delta = 1 -
+alpha_bar``; physical (Ornstein-Uhlenbeck) time is ``t = -(1/2) log alpha_bar``. numpy + scipy only,
+float64 throughout. Formulas and reference values: REFERENCES.md sections 2-4.
+
+Contents
+--------
+magnetization_distribution, m_star, susceptibility, top_eigenvalue
+    Statics of the data (REFERENCES.md sec. 2).
+posterior_mean, score, log_density
+    Exact at any N through a one-dimensional Hubbard-Stratonovich integral (sec. 3).
+score_asymptotic
+    Large-N two-state form [BM23; Thesis eq. 27].
+potential, potential_asymptotic, speciation_time
+    Potentials of ``mu = sum_i x_i / sqrt(N)`` and the symmetry-breaking times (sec. 4).
 
 References
 ----------
 [BM23] Biroli, Mezard (2023), Generative diffusion in very large dimensions, arXiv:2306.03518.
-[BBBM24] Biroli, Bonnaire, de Bortoli, Mezard (2024), arXiv:2402.18491.
+[BBBM24] Biroli, Bonnaire, de Bortoli, Mezard (2024), Dynamical regimes of diffusion models,
+    arXiv:2402.18491 (Nat. Commun. 15:9957).
+[RA23] Raya, Ambrogioni (2023), Spontaneous symmetry breaking in generative diffusion models,
+    arXiv:2305.19693.
+[Thesis] Bustinduy de la Guerra (2024), Out-of-Equilibrium Machine Learning (UCM).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from scipy.optimize import brentq
 from scipy.special import gammaln, logsumexp
 
 from .._util import check_positive_int, check_real
 
-__all__ = ["magnetization_distribution"]
+__all__ = [
+    "magnetization_distribution",
+    "m_star",
+    "susceptibility",
+    "top_eigenvalue",
+    "posterior_mean",
+    "score",
+    "log_density",
+    "score_asymptotic",
+    "potential",
+    "potential_asymptotic",
+    "speciation_time",
+]
 
+# Elements per temporary (samples x grid points x spins) block: ~32 MiB of float64.
+_BLOCK = 1 << 22
+# Hubbard-Stratonovich quadrature (see _hs_integrals): half-width of the margin beyond [-1, 1] in
+# units of 1/sqrt(N beta), grid step in the same units, and the log-weight below which a grid
+# point is dropped (e^-46 ~ 1e-20 relative).
+_HS_MARGIN = 12.0
+_HS_STEP = 0.5
+_HS_DROP = 46.0
+# Fields larger than beta * (1 + w) + _SAT saturate tanh to +-1 to within e^-2*_SAT.
+_SAT = 40.0
+# Above this many uniform grid points the integral is done on a grid adapted to the saddles.
+_HS_UNIFORM_MAX = 320
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------------------------
 
 def _check_model(N, beta, h):
     N = check_positive_int("N", N)
     beta = check_real("beta", beta, lo=0.0)
     h = check_real("h", h)
     return N, beta, h
+
+
+def _check_beta_h(beta, h):
+    beta = check_real("beta", beta, lo=0.0)
+    h = check_real("h", h)
+    return beta, h
+
+
+def _check_alpha_bar(alpha_bar, what: str) -> np.ndarray:
+    """alpha_bar as a float64 array, every entry in the open interval (0, 1)."""
+    try:
+        ab = np.asarray(alpha_bar, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"alpha_bar must be a real number or array, got {alpha_bar!r}") from None
+    if ab.size == 0:
+        raise ValueError("alpha_bar is empty; pass a scalar or a non-empty array in (0, 1)")
+    if not np.all(np.isfinite(ab)):
+        raise ValueError("alpha_bar contains NaN or inf; pass values in the open interval (0, 1)")
+    if np.any(ab >= 1.0):
+        raise ValueError(
+            f"alpha_bar must be < 1 (got max {ab.max()!r}): alpha_bar = 1 is t = 0, where the data "
+            f"are a sum of delta functions and the {what} is undefined; use a step t >= 1")
+    if np.any(ab <= 0.0):
+        raise ValueError(f"alpha_bar must be > 0 (got min {ab.min()!r}); pure noise has "
+                         "alpha_bar -> 0 but not 0, take the last step of the schedule")
+    return ab
+
+
+def _prepare(x_t, alpha_bar, what: str):
+    """Validate ``x_t`` (n, N) or (N,) and ``alpha_bar`` (scalar or (n,)).
+
+    Returns x (n, N) float64, s (n, 1), Delta (n, 1) and whether x_t was 1-D.
+    """
+    x = np.asarray(x_t)
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"x_t must be a real array, got dtype {x.dtype}")
+    x = x.astype(np.float64, copy=False)
+    one = x.ndim == 1
+    if one:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise ValueError(f"x_t must have shape (n, N) or (N,), got shape {np.shape(x_t)}")
+    n, N = x.shape
+    if N < 1 or n < 1:
+        raise ValueError(f"x_t is empty (shape {np.shape(x_t)}); it needs N >= 1 spins and n >= 1 "
+                         "samples")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x_t contains NaN or inf; clean the input before calling")
+    ab = _check_alpha_bar(alpha_bar, what)
+    if ab.ndim > 1 or (ab.ndim == 1 and ab.shape[0] not in (1, n)):
+        raise ValueError(f"alpha_bar must be a scalar or have shape (n,) = ({n},) to match x_t of "
+                         f"shape {np.shape(x_t)}; got shape {ab.shape}")
+    ab = np.broadcast_to(ab.reshape(-1), (n,))[:, None]
+    s = np.sqrt(ab)
+    delta = -np.expm1(np.log(ab))  # 1 - alpha_bar, exact for alpha_bar near 1
+    return x, s, delta, one
+
+
+# --------------------------------------------------------------------------------------------
+# statics (REFERENCES.md sec. 2)
+# --------------------------------------------------------------------------------------------
+
+def _magnetization_logweights(N: int, beta: float, h: float) -> tuple[np.ndarray, np.ndarray]:
+    """``M`` (float64) and the unnormalised ``log[C(N, k) exp(beta M^2/(2N) + h M)]``."""
+    k = np.arange(N + 1)
+    M = (2 * k - N).astype(np.float64)
+    logw = (gammaln(N + 1) - gammaln(k + 1) - gammaln(N - k + 1)
+            + beta * M ** 2 / (2.0 * N) + h * M)
+    return M, logw
 
 
 def magnetization_distribution(N: int, beta: float, h: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -55,9 +173,743 @@ def magnetization_distribution(N: int, beta: float, h: float = 0.0) -> tuple[np.
         ``N < 1``, ``beta < 0`` or non-finite parameters.
     """
     N, beta, h = _check_model(N, beta, h)
-    k = np.arange(N + 1)
-    M = 2 * k - N
-    logw = (gammaln(N + 1) - gammaln(k + 1) - gammaln(N - k + 1)
-            + beta * M.astype(np.float64) ** 2 / (2.0 * N) + h * M)
+    M, logw = _magnetization_logweights(N, beta, h)
     P = np.exp(logw - logsumexp(logw))
     return M.astype(np.int64), P
+
+
+def m_star(beta: float, h: float = 0.0) -> float:
+    """Largest solution ``m*`` of the Curie-Weiss mean-field equation ``m = tanh(beta m + h)``.
+
+    For ``beta > 1`` and a small field opposing the ordered state, the largest root is the
+    (metastable) positive one. For ``beta <= 1`` and ``h = 0`` it is exactly 0.
+    Source: REFERENCES.md sec. 2 (mean-field equation of [BM23]). Solved with
+    ``scipy.optimize.brentq`` on a bracket where ``tanh(beta m + h) - m`` is monotone.
+
+    Parameters
+    ----------
+    beta : float >= 0
+        Inverse temperature.
+    h : float
+        Per-spin field.
+
+    Returns
+    -------
+    float
+        ``m*`` in ``[-1, 1]`` (dimensionless magnetization per spin).
+
+    Raises
+    ------
+    ValueError
+        ``beta < 0`` or non-finite parameters.
+    """
+    beta, h = _check_beta_h(beta, h)
+    return _m_star(beta, h)
+
+
+def _m_star(beta: float, h: float) -> float:
+    if h == 0.0 and beta <= 1.0:
+        return 0.0
+
+    def g(m):
+        return math.tanh(beta * m + h) - m
+
+    kw = dict(xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
+    if beta <= 1.0:  # g is decreasing: one root
+        return float(brentq(g, -1.0, 1.0, **kw))
+    # g increases on (m_l, m_r) and decreases outside, |beta m + h| = arccosh(sqrt(beta)) at m_l, m_r
+    u0 = math.acosh(math.sqrt(beta))
+    m_r = min(max((u0 - h) / beta, -1.0), 1.0)
+    if g(m_r) >= 0.0:  # the largest root lies on the last decreasing branch
+        return float(brentq(g, m_r, 1.0, **kw))
+    m_l = min(max((-u0 - h) / beta, -1.0), 1.0)
+    return float(brentq(g, -1.0, m_l, **kw))
+
+
+def susceptibility(beta: float, h: float = 0.0) -> float:
+    """Mean-field susceptibility ``chi = (1 - m*^2) / (1 - beta (1 - m*^2))``.
+
+    Source: REFERENCES.md sec. 2. It is ``inf`` at the critical point ``beta = 1, h = 0``; for
+    ``beta < 1, h = 0`` it equals ``1 / (1 - beta)``, and ``Lambda -> chi`` only in that phase.
+
+    Parameters
+    ----------
+    beta : float >= 0
+        Inverse temperature.
+    h : float
+        Per-spin field.
+
+    Returns
+    -------
+    float
+        ``chi`` (dimensionless, per spin), evaluated at the largest root ``m* = m_star(beta, h)``.
+
+    Raises
+    ------
+    ValueError
+        ``beta < 0`` or non-finite parameters.
+    """
+    beta, h = _check_beta_h(beta, h)
+    if beta == 1.0 and h == 0.0:
+        return math.inf
+    q = 1.0 - _m_star(beta, h) ** 2
+    den = 1.0 - beta * q
+    return math.inf if den <= 0.0 else q / den
+
+
+def top_eigenvalue(N: int, beta: float, h: float = 0.0) -> float:
+    """Top eigenvalue ``Lambda = Var(M) / N`` of the Curie-Weiss data covariance, exact.
+
+    The covariance ``<a_i a_j> - <a_i><a_j>`` is ``(1 - c) I + c 1 1^T`` by permutation symmetry;
+    its top eigenvector is ``1/sqrt(N)`` with eigenvalue ``Var(M)/N`` (centred variance, so it holds
+    for ``h != 0`` too). Source: REFERENCES.md sec. 2; [BBBM24] (speciation ``t_S = (1/2) log
+    Lambda``). Limits: ``beta < 1``: ``1/(1 - beta)``; ``beta = 1``: ``~1.17083 sqrt(N)``;
+    ``beta > 1``: ``~N m*^2``.
+
+    Parameters
+    ----------
+    N : int >= 1
+        Number of spins.
+    beta : float >= 0
+        Inverse temperature.
+    h : float
+        Per-spin field.
+
+    Returns
+    -------
+    float
+        ``Lambda`` (variance of ``mu = M / sqrt(N)`` under the data).
+
+    Raises
+    ------
+    ValueError
+        ``N < 1``, ``beta < 0`` or non-finite parameters.
+    """
+    N, beta, h = _check_model(N, beta, h)
+    M, logw = _magnetization_logweights(N, beta, h)
+    P = np.exp(logw - logsumexp(logw))
+    mean = float(P @ M)
+    return float(P @ (M - mean) ** 2) / N
+
+
+# --------------------------------------------------------------------------------------------
+# exact posterior through Hubbard-Stratonovich (REFERENCES.md sec. 3)
+# --------------------------------------------------------------------------------------------
+
+def _log2cosh(u: np.ndarray) -> np.ndarray:
+    """``log(2 cosh u)`` without overflow: ``|u| + log1p(exp(-2|u|))``."""
+    a = np.abs(u)
+    return a + np.log1p(np.exp(-2.0 * a))
+
+
+def _hs_geometry(N: int, beta: float):
+    """Uniform trapezoid lattice on ``[-1 - w, 1 + w]``: (m0, dx, G, Hc)."""
+    sq = math.sqrt(N * beta)
+    w = _HS_MARGIN / sq
+    G = int(math.ceil((2.0 + 2.0 * w) / (_HS_STEP / sq))) + 1
+    dx = (2.0 + 2.0 * w) / (G - 1)
+    Hc = beta * (1.0 + w) + _SAT
+    return -1.0 - w, dx, G, Hc
+
+
+def _reduced_F(H: np.ndarray, m: np.ndarray, beta: float, N: int, lin: np.ndarray | None = None):
+    """``F(m) = -N beta m^2/2 + sum_i [log 2cosh(beta m + H_i) - |H_i|]`` (+ ``beta m lin``).
+
+    ``H`` (c, N') fields of the sites treated numerically, ``m`` (c, g) or (g,) grid points.
+    Returns (c, g). Blocked so that no temporary exceeds ``_BLOCK`` elements.
+    """
+    c, Np = H.shape
+    m2 = np.broadcast_to(m, (c, m.shape[-1]))
+    g = m2.shape[1]
+    out = -0.5 * N * beta * m2 ** 2
+    if lin is not None:
+        out = out + beta * m2 * lin[:, None]
+    if Np == 0:
+        return out
+    absH = np.abs(H).sum(axis=1)
+    # log(cosh u) directly is twice as fast as the overflow-safe form; safe while |u| < 700
+    fast = float(np.abs(H).max()) + beta * float(np.abs(m2).max()) < 700.0
+    step = max(1, _BLOCK // max(1, c * Np))
+    for j in range(0, g, step):
+        U = beta * m2[:, j:j + step, None] + H[:, None, :]
+        if fast:
+            np.cosh(U, out=U)
+            np.log(U, out=U)
+            out[:, j:j + step] += U.sum(axis=2) + (Np * math.log(2.0)) - absH[:, None]
+        else:
+            out[:, j:j + step] += _log2cosh(U).sum(axis=2) - absH[:, None]
+    return out
+
+
+def _weighted_tanh(H: np.ndarray, m: np.ndarray, wts: np.ndarray, beta: float) -> np.ndarray:
+    """``sum_g wts[c, g] tanh(beta m[c, g] + H[c, i])`` -> (c, N'), blocked."""
+    c, Np = H.shape
+    m2 = np.broadcast_to(m, (c, m.shape[-1]))
+    g = m2.shape[1]
+    out = np.zeros((c, Np))
+    step = max(1, _BLOCK // max(1, c * Np))
+    for j in range(0, g, step):
+        T = np.tanh(beta * m2[:, j:j + step, None] + H[:, None, :])
+        out += np.einsum("cg,cgi->ci", wts[:, j:j + step], T)
+    return out
+
+
+def _hs_uniform(H: np.ndarray, beta: float, need_mean: bool):
+    """Trapezoid rule on the whole uniform lattice, vectorised over samples (moderate N beta)."""
+    n, N = H.shape
+    m0, dx, G, _ = _hs_geometry(N, beta)
+    m = m0 + dx * np.arange(G)
+    logq = np.full(G, math.log(dx))
+    logq[[0, -1]] = math.log(dx / 2.0)
+    logI = np.empty(n)
+    mean = np.empty((n, N)) if need_mean else None
+    chunk = max(1, _BLOCK // (G * N))
+    for a in range(0, n, chunk):
+        Hb = H[a:a + chunk]
+        F = _reduced_F(Hb, m, beta, N) + logq
+        lI = logsumexp(F, axis=1)
+        logI[a:a + chunk] = lI
+        if need_mean:
+            keep = np.flatnonzero(np.max(F - F.max(axis=1, keepdims=True), axis=0) > -_HS_DROP)
+            wts = np.exp(F[:, keep] - F.max(axis=1, keepdims=True))
+            wts /= wts.sum(axis=1, keepdims=True)
+            mean[a:a + chunk] = np.clip(_weighted_tanh(Hb, m[keep], wts, beta), -1.0, 1.0)
+    return logI, mean
+
+
+def _hs_adaptive_one(Hrow: np.ndarray, beta: float, need_mean: bool):
+    """One sample, large N beta: the uniform lattice of ``_hs_uniform``, restricted to the saddles.
+
+    ``F''(m) >= -N beta`` everywhere, so between two points a distance ``d`` apart ``F`` exceeds
+    its chord by at most ``N beta d^2 / 8``. Starting from every 64th lattice point, intervals whose
+    bound ``max(F(ends)) + N beta d^2/8`` is below ``max F - _HS_DROP`` are discarded and the others
+    are cut in four, down to the lattice step. Every saddle whose weight is not negligible (both
+    ferromagnetic ones near symmetry breaking) survives; the discarded lattice points carry less
+    than ``G e^-46`` of the weight, so the result equals the whole-lattice trapezoid sum.
+    """
+    N = Hrow.shape[0]
+    m0, dx, G, Hc = _hs_geometry(N, beta)
+    sat = np.abs(Hrow) >= Hc
+    lin = np.array([np.sign(Hrow[sat]).sum()])  # saturated sites: log2cosh - |H| = sign(H) beta m
+    Hu = Hrow[~sat][None, :]
+    Fk = np.full(G, np.nan)  # F on the lattice, filled on demand
+
+    def fill(k):
+        k = k[np.isnan(Fk[k])]
+        if k.size:
+            Fk[k] = _reduced_F(Hu, m0 + dx * k, beta, N, lin)[0]
+
+    S = 64
+    ka = np.arange(0, G - 1, S)
+    kb = np.minimum(ka + S, G - 1)
+    fill(np.union1d(ka, kb))
+    curv = N * beta * dx * dx / 8.0
+    while True:
+        bound = np.maximum(Fk[ka], Fk[kb]) + curv * (kb - ka) ** 2
+        keep = bound >= np.nanmax(Fk) - _HS_DROP
+        ka, kb = ka[keep], kb[keep]
+        if S == 1:
+            break
+        S //= 4
+        ka = np.concatenate([np.arange(a, b, S) for a, b in zip(ka, kb)])
+        kb = np.minimum(ka + S, G - 1)
+        fill(np.union1d(ka, kb))
+    k = np.union1d(ka, kb)
+    m = m0 + dx * k
+    logq = np.full(k.shape, math.log(dx))
+    logq[(k == 0) | (k == G - 1)] = math.log(dx / 2.0)
+    F = Fk[k] + logq
+    lI = float(logsumexp(F))
+    if not need_mean:
+        return lI, None
+    keep = F - F.max() > -_HS_DROP
+    wts = np.exp(F[keep] - F.max())
+    wts /= wts.sum()
+    mean = np.empty(N)
+    mean[sat] = np.sign(Hrow[sat])
+    if Hu.shape[1]:
+        mean[~sat] = np.clip(_weighted_tanh(Hu, m[keep], wts[None, :], beta)[0], -1.0, 1.0)
+    return lI, mean
+
+
+def _hs_integrals(fields: np.ndarray, beta: float, need_mean: bool):
+    """``log Z({h_i}) - sum_i |h_i|`` and ``<a_i>`` for the Curie-Weiss model with site fields.
+
+    ``Z = sum_a exp(beta M^2/(2N) + sum_i h_i a_i) = sqrt(N beta / 2 pi) int dm e^{-N Phi(m)}``,
+    ``Phi(m) = beta m^2/2 - (1/N) sum_i log 2cosh(beta m + h_i)`` (REFERENCES.md sec. 3). The
+    integrand is entire and, since ``|cosh(u + iv)| <= cosh(u)``, grows at most like
+    ``exp(N beta v^2 / 2)`` off the real axis; the trapezoid rule with step
+    ``_HS_STEP / sqrt(N beta)`` therefore has relative error ``< exp(-2 pi^2 / _HS_STEP^2) ~ e^-79``,
+    and the tails beyond ``|m| = 1 + 12/sqrt(N beta)`` weigh ``< e^-72``. Fields beyond ``Hc`` are
+    clipped to ``±Hc``: ``log 2cosh(beta m + h) - |h| = sign(h) beta m`` to ``e^-80`` there, which
+    keeps the sums exact in floating point even for ``|h_i| ~ 1e6``.
+    """
+    n, N = fields.shape
+    if beta == 0.0:
+        logZr = np.log1p(np.exp(-2.0 * np.abs(fields))).sum(axis=1)
+        return logZr, (np.tanh(fields) if need_mean else None)
+    _, _, G, Hc = _hs_geometry(N, beta)
+    H = np.clip(fields, -Hc, Hc)
+    if G <= _HS_UNIFORM_MAX:
+        logI, mean = _hs_uniform(H, beta, need_mean)
+    else:
+        logI = np.empty(n)
+        mean = np.empty((n, N)) if need_mean else None
+        for r in range(n):
+            logI[r], mr = _hs_adaptive_one(H[r], beta, need_mean)
+            if need_mean:
+                mean[r] = mr
+    logZr = 0.5 * math.log(N * beta / (2.0 * math.pi)) + logI
+    return logZr, mean
+
+
+def posterior_mean(x_t, alpha_bar, beta: float, h: float = 0.0) -> np.ndarray:
+    """Exact posterior mean ``E[a | x_t]`` of Curie-Weiss data diffused to ``alpha_bar``, any N.
+
+    Given ``x_t = s a + sqrt(Delta) eps`` the posterior of ``a`` is a Curie-Weiss model with site
+    fields ``h_i = h + s x_i / Delta``; its magnetizations are the one-dimensional
+    Hubbard-Stratonovich averages (REFERENCES.md sec. 3, after [BM23])::
+
+        Phi(m) = beta m^2/2 - (1/N) sum_i log 2cosh(beta m + h_i)
+        <a_i>  = int dm e^{-N Phi(m)} tanh(beta m + h_i) / int dm e^{-N Phi(m)}
+
+    evaluated by the trapezoid rule in log-sum-exp form, to about machine precision (see
+    ``_hs_integrals``). Moderate ``N beta`` uses one uniform lattice on ``[-1 - w, 1 + w]``,
+    ``w = 12/sqrt(N beta)``, vectorised over samples; large ``N beta`` restricts the same lattice to
+    the neighbourhoods of the saddles ``m = (1/N) sum_i tanh(beta m + h_i)`` (both ferromagnetic
+    ones near symmetry breaking), so the cost is ``O(n N G)`` with ``G ~ 2-4 sqrt(N beta)`` grid
+    points. ``beta = 0`` is the independent-spin case ``<a_i> = tanh(h_i)``. Stable for
+    ``alpha_bar`` from ``1e-12`` to ``1 - 1e-12`` and ``N`` up to ``1e5`` and beyond.
+
+    Parameters
+    ----------
+    x_t : array_like, shape (n, N) or (N,)
+        Diffused samples (any real dtype; computed in float64). A 1-D array is one sample.
+    alpha_bar : float or array_like of shape (n,)
+        ``prod_{k<=t} alphas[k]``, in the open interval (0, 1); one value for all samples or one
+        per sample.
+    beta : float >= 0
+        Inverse temperature of the data.
+    h : float
+        Per-spin field of the data.
+
+    Returns
+    -------
+    ndarray, float64, same shape as ``x_t``
+        ``<a_i>`` in ``[-1, 1]``.
+
+    Raises
+    ------
+    ValueError
+        ``x_t`` not 1-D/2-D, empty, non-real or with NaN/inf; ``alpha_bar`` outside (0, 1) (the
+        posterior is the data point itself at ``alpha_bar = 1``) or of a shape other than () or
+        (n,); ``beta < 0``; non-finite ``h``.
+    """
+    beta, h = _check_beta_h(beta, h)
+    x, s, delta, one = _prepare(x_t, alpha_bar, "posterior mean")
+    _, mean = _hs_integrals(h + s * x / delta, beta, True)
+    return mean[0] if one else mean
+
+
+def score(x_t, alpha_bar, beta: float, h: float = 0.0) -> np.ndarray:
+    """Exact score ``grad_x log p_t(x)`` of diffused Curie-Weiss data, any N.
+
+    Tweedie's formula ``score_i = -(x_i - s <a_i>) / Delta`` with the exact posterior mean of
+    :func:`posterior_mean` (REFERENCES.md secs. 1 and 3; [BM23]). The DDPM noise target is
+    ``eps* = -sqrt(Delta) score``.
+
+    Parameters
+    ----------
+    x_t : array_like, shape (n, N) or (N,)
+        Diffused samples; a 1-D array is one sample.
+    alpha_bar : float or array_like of shape (n,)
+        In the open interval (0, 1): the score is undefined at ``alpha_bar = 1`` (t = 0).
+    beta : float >= 0
+        Inverse temperature of the data.
+    h : float
+        Per-spin field of the data.
+
+    Returns
+    -------
+    ndarray, float64, same shape as ``x_t``
+        The score, in units of 1/x.
+
+    Raises
+    ------
+    ValueError
+        As :func:`posterior_mean`.
+    """
+    beta, h = _check_beta_h(beta, h)
+    x, s, delta, one = _prepare(x_t, alpha_bar, "score")
+    _, mean = _hs_integrals(h + s * x / delta, beta, True)
+    out = -(x - s * mean) / delta
+    return out[0] if one else out
+
+
+def log_density(x_t, alpha_bar, beta: float, h: float = 0.0):
+    """Exact log-density ``log p_t(x)`` of Curie-Weiss data diffused to ``alpha_bar``, any N.
+
+    REFERENCES.md sec. 3::
+
+        log p_t(x) = -(|x|^2 + N s^2)/(2 Delta) - (N/2) log(2 pi Delta) + log Z({h_i}) - log Z0
+
+    with ``h_i = h + s x_i / Delta``, ``Z({h_i}) = sqrt(N beta / 2 pi) int dm e^{-N Phi(m)}`` (the
+    Hubbard-Stratonovich integral of :func:`posterior_mean`) and ``Z0 = sum_M C(N, k)
+    exp(beta M^2/(2N) + h M)`` the data's partition function, so that ``p_t`` integrates to 1. The
+    large terms are combined site by site, ``-(x_i^2 + s^2)/(2 Delta) + |h_i| = -(x_i - sign(h_i)
+    s)^2/(2 Delta) + sign(h_i) h``, which avoids the cancellation of ``O(N / Delta)`` terms near
+    ``alpha_bar = 1``.
+
+    Parameters
+    ----------
+    x_t : array_like, shape (n, N) or (N,)
+        Diffused samples; a 1-D array is one sample.
+    alpha_bar : float or array_like of shape (n,)
+        In the open interval (0, 1).
+    beta : float >= 0
+        Inverse temperature of the data.
+    h : float
+        Per-spin field of the data.
+
+    Returns
+    -------
+    ndarray, float64, shape (n,); a float64 scalar for 1-D ``x_t``
+        ``log p_t(x)`` (density with respect to Lebesgue measure on R^N).
+
+    Raises
+    ------
+    ValueError
+        As :func:`posterior_mean`.
+    """
+    beta, h = _check_beta_h(beta, h)
+    x, s, delta, one = _prepare(x_t, alpha_bar, "density")
+    N = x.shape[1]
+    fields = h + s * x / delta
+    sig = np.where(fields >= 0.0, 1.0, -1.0)
+    site = (-(x - sig * s) ** 2 / (2.0 * delta) + sig * h).sum(axis=1)
+    logZr, _ = _hs_integrals(fields, beta, False)
+    _, logw = _magnetization_logweights(N, beta, h)
+    out = site + logZr - logsumexp(logw) - 0.5 * N * np.log(2.0 * np.pi * delta[:, 0])
+    return out[0] if one else out
+
+
+def score_asymptotic(x_t, alpha_bar, beta: float, h: float = 0.0) -> np.ndarray:
+    """Large-N (two-state) score of diffused Curie-Weiss data [BM23; Thesis eq. 27].
+
+    For ``N -> infinity`` the data are two pure states ``±m*`` and the posterior mean is the same
+    for every site::
+
+        <a_i> ~= m* tanh(m* (s sqrt(N) mu / Delta + N h)),   mu = sum_i x_i / sqrt(N)
+
+    with ``m* = m_star(beta, h)`` (REFERENCES.md sec. 3); the score follows by Tweedie,
+    ``-(x_i - s <a_i>) / Delta``. Valid for ``beta > 1`` at times ``t >> 1`` (it ignores the
+    individual-spin denoising of late times); for ``beta <= 1, h = 0`` it returns ``-x/Delta``.
+
+    Parameters
+    ----------
+    x_t : array_like, shape (n, N) or (N,)
+        Diffused samples; a 1-D array is one sample.
+    alpha_bar : float or array_like of shape (n,)
+        In the open interval (0, 1).
+    beta : float >= 0
+        Inverse temperature of the data.
+    h : float
+        Per-spin field of the data.
+
+    Returns
+    -------
+    ndarray, float64, same shape as ``x_t``
+        The approximate score.
+
+    Raises
+    ------
+    ValueError
+        As :func:`score`.
+    """
+    beta, h = _check_beta_h(beta, h)
+    x, s, delta, one = _prepare(x_t, alpha_bar, "score")
+    N = x.shape[1]
+    m = _m_star(beta, h)
+    a = m * np.tanh(m * (s[:, 0] * x.sum(axis=1) / delta[:, 0] + N * h))
+    out = -(x - s * a[:, None]) / delta
+    return out[0] if one else out
+
+
+# --------------------------------------------------------------------------------------------
+# potentials of mu = sum_i x_i / sqrt(N) (REFERENCES.md sec. 4)
+# --------------------------------------------------------------------------------------------
+
+_KINDS = ("density", "drift")
+
+
+def _check_mu(mu) -> np.ndarray:
+    try:
+        m = np.asarray(mu, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"mu must be a real number or array, got {mu!r}") from None
+    if not np.all(np.isfinite(m)):
+        raise ValueError("mu contains NaN or inf; pass finite values of sum_i x_i / sqrt(N)")
+    return m
+
+
+def _check_time_array(alpha_bar):
+    ab = _check_alpha_bar(alpha_bar, "potential")
+    if ab.ndim > 1:
+        raise ValueError(f"alpha_bar must be a scalar or 1-D (n_t,), got shape {ab.shape}")
+    return ab
+
+
+def _log_pt_mu(mu: np.ndarray, s: float, delta: float, N: int, M: np.ndarray,
+               logP: np.ndarray) -> np.ndarray:
+    """``log P_t(mu) = log sum_M P(M) N(mu; s M/sqrt(N), Delta)`` for flat ``mu``, exact.
+
+    Components with ``log P(M) < max - 100`` are first left out; wherever the kept mixture is so
+    small (``< max - 50``) that they could matter, the sum is redone over all ``M``.
+    """
+    c = s * M / math.sqrt(N)
+    norm = -0.5 * math.log(2.0 * math.pi * delta)
+    top = logP.max()
+    kept = logP >= top - 100.0
+
+    def lse(mu_, cc, lp):
+        out = np.empty(mu_.shape)
+        step = max(1, _BLOCK // max(1, cc.size))
+        for j in range(0, mu_.size, step):
+            d = mu_[j:j + step, None] - cc[None, :]
+            out[j:j + step] = logsumexp(lp[None, :] - d * d / (2.0 * delta), axis=1)
+        return out
+
+    out = lse(mu, c[kept], logP[kept])
+    if not kept.all():
+        redo = out < top - 50.0
+        if redo.any():
+            out[redo] = lse(mu[redo], c, logP)
+    return out + norm
+
+
+def potential(mu, alpha_bar, N: int, beta: float, h: float = 0.0, kind: str = "density") -> np.ndarray:
+    """Exact potential of the projection ``mu = sum_i x_i / sqrt(N)`` of diffused Curie-Weiss data.
+
+    ``mu`` is Gaussian given ``M``, so at any N (REFERENCES.md sec. 4; [BM23], [BBBM24])::
+
+        P_t(mu) = sum_M P(M) N(mu; s M / sqrt(N), Delta)
+
+    evaluated with log-sum-exp. Two potentials (always say which):
+
+    - ``kind="density"``: ``V(mu) = -log P_t(mu)``;
+    - ``kind="drift"``: ``U(mu) = -mu^2/2 - 2 log P_t(mu)``, the potential of the reverse
+      Ornstein-Uhlenbeck drift ``x + 2 score`` projected on ``mu`` ([RA23]'s potential is
+      proportional to it).
+
+    Parameters
+    ----------
+    mu : array_like, any shape
+        Values of ``mu`` (finite).
+    alpha_bar : float or array_like of shape (n_t,)
+        In the open interval (0, 1). ``alpha_bar = 1`` (t = 0, where ``P_0`` is a sum of deltas)
+        is rejected.
+    N : int >= 1
+        Number of spins.
+    beta : float >= 0
+        Inverse temperature.
+    h : float
+        Per-spin field.
+    kind : {"density", "drift"}
+        Which potential.
+
+    Returns
+    -------
+    ndarray, float64
+        Shape ``mu.shape`` for a scalar ``alpha_bar``; ``(n_t,) + mu.shape`` for a 1-D one.
+
+    Raises
+    ------
+    ValueError
+        Bad ``kind``, non-finite ``mu``, ``alpha_bar`` outside (0, 1) or not 0-/1-D, ``N < 1``,
+        ``beta < 0``.
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+    N, beta, h = _check_model(N, beta, h)
+    m = _check_mu(mu)
+    ab = _check_time_array(alpha_bar)
+    M, logw = _magnetization_logweights(N, beta, h)
+    logP = logw - logsumexp(logw)
+    flat = m.reshape(-1)
+    rows = []
+    for a in np.atleast_1d(ab):
+        s = math.sqrt(a)
+        delta = -math.expm1(math.log(a))
+        lp = _log_pt_mu(flat, s, delta, N, M, logP)
+        rows.append(-lp if kind == "density" else -0.5 * flat ** 2 - 2.0 * lp)
+    out = np.stack(rows).reshape(ab.shape + m.shape)
+    return out
+
+
+def potential_asymptotic(mu, alpha_bar, N: int, beta: float, kind: str = "drift") -> np.ndarray:
+    """Large-N potential of ``mu = sum_i x_i / sqrt(N)`` at ``h = 0`` [Thesis eq. 28; BM23].
+
+    At fixed ``tau = t - (1/2) log N`` (``t = -(1/2) log alpha_bar``) and ``N -> infinity``,
+    ``s -> 0``, ``Delta -> 1`` and the two states ``±m*`` give
+    ``P_t(mu) -> [N(mu; m* e^{-tau}, 1) + N(mu; -m* e^{-tau}, 1)] / 2``, hence, with
+    ``a = m* e^{-tau} = m* s sqrt(N)``::
+
+        V(mu) = mu^2/2 - log cosh(a mu) + a^2/2 + (1/2) log(2 pi)          (kind="density")
+        U(mu) = -mu^2/2 + 2 V = mu^2/2 - 2 log cosh(a mu) + a^2 + log(2 pi)    (kind="drift")
+
+    The curvature at 0 vanishes at ``a^2 = 1`` (density) and ``a^2 = 1/2`` (drift), i.e. at
+    ``t = (1/2) log(N m*^2) ~ t_S`` and ``t_S + (1/2) log 2`` (REFERENCES.md sec. 4). The
+    constants make it the exact ``-log`` of the limiting mixture, comparable with
+    :func:`potential`.
+
+    Parameters
+    ----------
+    mu : array_like, any shape
+        Values of ``mu``.
+    alpha_bar : float or array_like of shape (n_t,)
+        In the open interval (0, 1).
+    N : int >= 1
+        Number of spins.
+    beta : float >= 0
+        Inverse temperature (``m* = 0`` for ``beta <= 1``: a single harmonic well).
+    kind : {"drift", "density"}
+        Which potential.
+
+    Returns
+    -------
+    ndarray, float64
+        Shape ``mu.shape`` for a scalar ``alpha_bar``; ``(n_t,) + mu.shape`` for a 1-D one.
+
+    Raises
+    ------
+    ValueError
+        As :func:`potential`.
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+    N, beta, _ = _check_model(N, beta, 0.0)
+    m = _check_mu(mu)
+    ab = _check_time_array(alpha_bar)
+    a = _m_star(beta, 0.0) * np.sqrt(ab * N).reshape(ab.shape + (1,) * m.ndim)
+    am = np.abs(a * m)
+    logcosh = am + np.log1p(np.exp(-2.0 * am)) - math.log(2.0)
+    V = 0.5 * m ** 2 - logcosh + 0.5 * a ** 2 + 0.5 * math.log(2.0 * math.pi)
+    return V if kind == "density" else -0.5 * m ** 2 + 2.0 * V
+
+
+# --------------------------------------------------------------------------------------------
+# speciation (REFERENCES.md secs. 4-5)
+# --------------------------------------------------------------------------------------------
+
+def _curvature_sign(t: np.ndarray, N: int, M: np.ndarray, logP: np.ndarray, kind: str) -> np.ndarray:
+    """``Delta^2`` times ``V''(0)`` (density) or ``U''(0)`` (drift), for each time in ``t``.
+
+    For a Gaussian mixture, ``d^2/dmu^2 log P_t = Var_r(c_M)/Delta^2 - 1/Delta`` at any ``mu``,
+    ``r_M ∝ P(M) N(mu; c_M, Delta)`` the responsibilities and ``c_M = s M / sqrt(N)``. At ``mu = 0``,
+    ``r_M ∝ P(M) exp(-s^2 M^2 / (2 N Delta))``, ``Delta^2 V'' = Delta - s^2 Var_r(M)/N`` and
+    ``Delta^2 U'' = 2 (Delta - s^2 Var_r(M)/N) - Delta^2``.
+    """
+    t = np.atleast_1d(t)
+    out = np.empty(t.shape)
+    step = max(1, _BLOCK // M.size)
+    M2 = M * M
+    for j in range(0, t.size, step):
+        tt = t[j:j + step, None]
+        s2 = np.exp(-2.0 * tt)
+        delta = -np.expm1(-2.0 * tt)
+        lr = logP[None, :] - s2 * M2[None, :] / (2.0 * N * delta)
+        r = np.exp(lr - logsumexp(lr, axis=1, keepdims=True))
+        e1 = r @ M
+        var = np.einsum("tm,tm->t", r, (M[None, :] - e1[:, None]) ** 2)
+        f = delta[:, 0] - s2[:, 0] * var / N
+        out[j:j + step] = f if kind == "density" else 2.0 * f - delta[:, 0] ** 2
+    return out
+
+
+def speciation_time(N: int, beta: float, h: float = 0.0, kind: str = "covariance") -> float:
+    """Physical time of symmetry breaking (speciation) of diffused Curie-Weiss data.
+
+    ``kind="covariance"``: ``t_S = (1/2) log Lambda`` with ``Lambda = top_eigenvalue(N, beta, h)``
+    [BBBM24] (REFERENCES.md secs. 4-5). For ``Lambda <= 1`` this is ``<= 0``: the data variance
+    along ``1/sqrt(N)`` never exceeds the noise's and there is no speciation.
+
+    ``kind="density"`` / ``"drift"``: the largest time at which the curvature at ``mu = 0`` of the
+    potential ``V = -log P_t(mu)`` / ``U = -mu^2/2 - 2 log P_t(mu)`` (see :func:`potential`) changes
+    sign from positive (one well, large t) to negative (two wells), exactly. For the Gaussian
+    mixture ``P_t`` (REFERENCES.md sec. 4; [RA23] for the drift potential)::
+
+        Delta^2 V''(0) = Delta - s^2 Var_r(M) / N,    Delta^2 U''(0) = 2 Delta^2 V''(0) - Delta^2,
+        r_M ∝ P(M) exp(-s^2 M^2 / (2 N Delta))
+
+    and the root in ``t`` is bracketed on a grid (step 0.05, scanned downwards from
+    ``(1/2) log(1 + 2 E[M^2]/N)``, above which both curvatures are provably positive, to ``0.01/N``)
+    and refined with ``scipy.optimize.brentq``. Large N, ``beta > 1``: density ``-> t_S``, drift
+    ``-> t_S + (1/2) log 2`` ([Thesis eq. 28]); both ``(1/2) log N + O(1)``.
+
+    ``h != 0``: the curvature is still taken at ``mu = 0``. For two states ``±a`` of weights ``p``,
+    ``1 - p`` (unit width) the responsibility at ``mu = 0`` is exactly ``p``, so ``V''(0) = 0`` at
+    ``4 p (1 - p) a^2 = 1``, i.e. ``s^2 Lambda = 1`` with the centred ``Lambda``: the same time as
+    the covariance kind to leading order. (``P_t`` loses log-concavity somewhere else, earlier
+    in the generation, at ``a^2 = 1``.)
+
+    A second sign change as ``t -> 0`` (where the lattice of ``M`` values is resolved) is not
+    speciation: the largest root is returned. If the curvature never changes sign on
+    ``t > 0.01/N`` the result is ``nan``, meaning ``P_t`` never becomes double-welled at 0 (e.g. the
+    density kind with ``beta < 1`` and even ``N``). For ``beta < 1`` there is no speciation; the
+    only roots are then ``t = O(1/N)`` ones, where the lattice of ``M`` values is resolved (e.g.
+    the splitting of ``M = ±1`` for odd ``N``), except for the drift kind with ``1/2 < beta < 1``,
+    whose ``U''(0)`` changes sign at the ``O(1)`` time ``~(1/2) log(Lambda - 1)`` where ``P_t``'s
+    variance exceeds 2.
+
+    Parameters
+    ----------
+    N : int >= 1
+        Number of spins.
+    beta : float >= 0
+        Inverse temperature.
+    h : float
+        Per-spin field.
+    kind : {"covariance", "density", "drift"}
+        Which definition.
+
+    Returns
+    -------
+    float
+        Physical time ``t = -(1/2) log alpha_bar`` (``nan`` as described above).
+
+    Raises
+    ------
+    ValueError
+        Bad ``kind``, ``N < 1``, ``beta < 0`` or non-finite parameters.
+    """
+    kinds = ("covariance",) + _KINDS
+    if kind not in kinds:
+        raise ValueError(f"kind must be one of {kinds}, got {kind!r}")
+    N, beta, h = _check_model(N, beta, h)
+    if kind == "covariance":
+        return 0.5 * math.log(top_eigenvalue(N, beta, h))
+    M, logw = _magnetization_logweights(N, beta, h)
+    logP = logw - logsumexp(logw)
+    # Var_r(M) <= E_r[M^2] <= E_P[M^2] (r is P reweighted by a decreasing function of M^2), so
+    # both curvatures are > 0 once e^{2t} > 1 + 2 E_P[M^2]/N.
+    t_hi = 0.5 * math.log1p(2.0 * float(np.exp(logP) @ (M * M)) / N) + 0.05
+    t_lo = 0.01 / N
+    grid = np.concatenate([np.geomspace(t_lo, 0.05, 40, endpoint=False),
+                           np.arange(0.05, t_hi + 0.05, 0.05)])[::-1]  # decreasing
+    fun = lambda t: float(_curvature_sign(np.array([t]), N, M, logP, kind)[0])  # noqa: E731
+    prev_t, prev_f = grid[0], fun(grid[0])
+    if prev_f <= 0.0:  # cannot happen by the bound above; kept as a guard
+        return math.nan
+    for j in range(1, grid.size, 16):
+        ts = grid[j:j + 16]
+        f = _curvature_sign(ts, N, M, logP, kind)
+        neg = np.flatnonzero(f <= 0.0)
+        if neg.size:
+            i = neg[0]
+            t_a = ts[i]
+            t_b = ts[i - 1] if i > 0 else prev_t
+            if f[i] == 0.0:
+                return float(t_a)
+            return float(brentq(fun, t_a, t_b, xtol=1e-13, rtol=4 * np.finfo(float).eps))
+        prev_t = ts[-1]
+    return math.nan

@@ -1,0 +1,401 @@
+"""Tests of physdiff.theory.curie_weiss: exact statics, exact score, potentials, speciation.
+
+Oracles: brute-force enumeration of all 2^N configurations (N <= 12), closed forms, large-N
+limits, symmetries and the reference values of REFERENCES.md sections 2-4.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy.integrate import quad
+from scipy.special import logsumexp
+
+from physdiff.theory import curie_weiss as cw
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------
+
+def brute_force(x, alpha_bar, beta, h):
+    """Posterior mean and log p_t(x) by enumerating all 2^N spin configurations."""
+    x = np.atleast_2d(x)
+    N = x.shape[1]
+    a = np.array(list(itertools.product([-1.0, 1.0], repeat=N)))
+    M = a.sum(axis=1)
+    s, delta = math.sqrt(alpha_bar), 1.0 - alpha_bar
+    logq = beta * M ** 2 / (2 * N) + h * M
+    logq -= logsumexp(logq)
+    loglik = (-((x[:, None, :] - s * a[None]) ** 2).sum(-1) / (2 * delta)
+              - 0.5 * N * math.log(2 * math.pi * delta))
+    L = logq[None] + loglik
+    logp = logsumexp(L, axis=1)
+    post = np.exp(L - logp[:, None])
+    return post @ a, logp
+
+
+def sample_data(n, N, beta, h, rng):
+    """Exact Curie-Weiss samples: M from P(M), then a uniformly random set of (N+M)/2 up spins."""
+    M, P = cw.magnetization_distribution(N, beta, h)
+    Ms = rng.choice(M, size=n, p=P)
+    order = np.argsort(rng.random((n, N)), axis=1)
+    up = np.arange(N)[None, :] < ((N + Ms) // 2)[:, None]
+    a = np.empty((n, N))
+    np.put_along_axis(a, order, np.where(up, 1.0, -1.0), axis=1)
+    return a
+
+
+def diffuse(a, alpha_bar, rng):
+    return math.sqrt(alpha_bar) * a + math.sqrt(1 - alpha_bar) * rng.standard_normal(a.shape)
+
+
+# ------------------------------------------------------------------------------------------
+# statics (sec. 2)
+# ------------------------------------------------------------------------------------------
+
+def test_magnetization_distribution_reference():
+    M, P = cw.magnetization_distribution(4, 1.0)
+    np.testing.assert_array_equal(M, [-4, -2, 0, 2, 4])
+    np.testing.assert_allclose(P, [0.2175307, 0.1941506, 0.1766374, 0.1941506, 0.2175307], atol=5e-8)
+
+
+def test_m_star_and_susceptibility_reference():
+    assert cw.m_star(1.5) == pytest.approx(0.858560, abs=5e-7)
+    assert cw.m_star(2.0) == pytest.approx(0.957504, abs=5e-7)
+    assert cw.susceptibility(1.5) == pytest.approx(0.434012, abs=5e-7)
+    assert cw.m_star(0.7) == 0.0 and cw.m_star(1.0) == 0.0
+    assert cw.susceptibility(1.0) == math.inf
+    assert cw.susceptibility(0.6) == pytest.approx(1 / 0.4, rel=1e-14)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0, 1.5, 3.0])
+@pytest.mark.parametrize("h", [0.0, 0.2, -0.05, -0.5, 2.0])
+def test_m_star_is_the_largest_root(beta, h):
+    m = cw.m_star(beta, h)
+    assert abs(math.tanh(beta * m + h) - m) < 1e-14
+    # no root above it: tanh(beta u + h) - u < 0 on a fine grid above m
+    u = np.linspace(m + 1e-6, 1.0, 20001)
+    assert np.all(np.tanh(beta * u + h) - u < 0)
+
+
+def test_top_eigenvalue_reference_and_limits():
+    for N, ref in [(100, 72.45205), (1000, 735.96512), (10000, 7370.09504)]:
+        assert cw.top_eigenvalue(N, 1.5) == pytest.approx(ref, abs=5e-5)
+    # paramagnet: Lambda -> 1/(1 - beta) with O(1/N) corrections
+    assert cw.top_eigenvalue(20000, 0.5) == pytest.approx(2.0, rel=2e-3)
+    # critical point: Lambda ~ 1.17083 sqrt(N)
+    assert cw.top_eigenvalue(100000, 1.0) / math.sqrt(100000) == pytest.approx(1.17083, rel=1e-2)
+    # ferromagnet: Lambda ~ N m*^2 (+ O(1))
+    assert cw.top_eigenvalue(100000, 1.5) / 100000 == pytest.approx(cw.m_star(1.5) ** 2, rel=1e-4)
+
+
+def test_top_eigenvalue_is_the_covariance_eigenvalue_with_field():
+    """Brute force: top eigenvalue of the exact (centred) covariance of a, N = 8, h != 0."""
+    N, beta, h = 8, 1.3, 0.15
+    a = np.array(list(itertools.product([-1.0, 1.0], repeat=N)))
+    M = a.sum(1)
+    w = np.exp(beta * M ** 2 / (2 * N) + h * M)
+    w /= w.sum()
+    mean = w @ a
+    C = (a - mean).T @ ((a - mean) * w[:, None])
+    assert cw.top_eigenvalue(N, beta, h) == pytest.approx(np.linalg.eigvalsh(C)[-1], rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------------
+# exact posterior mean, score and log-density (sec. 3)
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("N", [1, 2, 5, 9, 12])
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0, 1.5])
+@pytest.mark.parametrize("h", [0.0, 0.3, -0.7])
+def test_exact_against_brute_force(N, beta, h):
+    rng = np.random.default_rng(1000 * N + int(10 * beta) + int(100 * h) % 97)
+    for alpha_bar in (1e-3, 0.5, 0.99):
+        a = sample_data(4, N, beta, h, rng)
+        x = np.concatenate([diffuse(a, alpha_bar, rng), 1.5 * rng.standard_normal((2, N))])
+        mean_bf, logp_bf = brute_force(x, alpha_bar, beta, h)
+        delta, s = 1 - alpha_bar, math.sqrt(alpha_bar)
+        np.testing.assert_allclose(cw.posterior_mean(x, alpha_bar, beta, h), mean_bf, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(cw.score(x, alpha_bar, beta, h), -(x - s * mean_bf) / delta,
+                                   rtol=1e-10, atol=1e-10 / delta)
+        np.testing.assert_allclose(cw.log_density(x, alpha_bar, beta, h), logp_bf, rtol=1e-12, atol=1e-10)
+
+
+def test_posterior_mean_reference():
+    x = np.array([1.0, -0.5, 0.2, 0.0])
+    np.testing.assert_allclose(cw.posterior_mean(x, math.exp(-1), 1.0),
+                               [0.6960189, -0.1321948, 0.3101497, 0.1889415], atol=5e-8)
+
+
+def test_per_sample_alpha_bar_and_shapes():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 6))
+    ab = np.array([0.1, 0.5, 0.9])
+    sc = cw.score(x, ab, 1.2, 0.1)
+    ld = cw.log_density(x, ab, 1.2, 0.1)
+    assert sc.shape == (3, 6) and ld.shape == (3,)
+    for i in range(3):
+        np.testing.assert_allclose(sc[i], cw.score(x[i], ab[i], 1.2, 0.1), rtol=1e-13, atol=1e-13)
+        assert np.ndim(cw.log_density(x[i], ab[i], 1.2, 0.1)) == 0
+        assert cw.log_density(x[i], ab[i], 1.2, 0.1) == pytest.approx(ld[i], rel=1e-13)
+    assert cw.posterior_mean(x[0].astype(np.float32), 0.5, 1.2).shape == (6,)
+
+
+@pytest.mark.parametrize("N,beta,h,alpha_bar", [(6, 1.5, 0.0, 0.5), (6, 0.8, 0.4, 0.9),
+                                                 (5000, 1.5, 0.0, 2e-4), (5000, 1.5, 0.001, 0.3)])
+def test_score_is_gradient_of_log_density(N, beta, h, alpha_bar):
+    rng = np.random.default_rng(N)
+    x = diffuse(sample_data(1, N, beta, h, rng), alpha_bar, rng)[0]
+    sc = cw.score(x, alpha_bar, beta, h)
+    eps = 1e-4
+    idx = rng.choice(N, size=min(N, 4), replace=False)
+    E = np.zeros((2 * idx.size, N))
+    E[np.arange(idx.size), idx] = eps
+    E[idx.size + np.arange(idx.size), idx] = -eps
+    lp = cw.log_density(x[None, :] + E, alpha_bar, beta, h)
+    fd = (lp[:idx.size] - lp[idx.size:]) / (2 * eps)
+    # truncation eps^2 |f'''|/6 ~ 1e-8 / Delta^2; roundoff ulp(log p)/eps
+    tol = 1e-8 / (1 - alpha_bar) ** 2 + 1e-15 * abs(lp[0]) / eps * 10
+    np.testing.assert_allclose(fd, sc[idx], rtol=0, atol=tol)
+
+
+def test_log_density_is_normalised():
+    for beta, h, ab in [(1.5, 0.0, 0.6), (0.7, -0.4, 0.95)]:
+        total, err = quad(lambda u: math.exp(cw.log_density(np.array([u]), ab, beta, h)),
+                          -12, 12, points=[-1, 1], limit=200)
+        assert total == pytest.approx(1.0, abs=1e-9)
+    # N = 2: trapezoid on a grid (spectrally accurate for this smooth, rapidly decaying density)
+    ab, L = 0.8, 9.0
+    g = np.linspace(-L, L, 241)
+    X, Y = np.meshgrid(g, g, indexing="ij")
+    p = np.exp(cw.log_density(np.stack([X.ravel(), Y.ravel()], 1), ab, 2.0, 0.3))
+    assert p.sum() * (g[1] - g[0]) ** 2 == pytest.approx(1.0, abs=1e-9)
+
+
+def test_adaptive_grid_equals_uniform_grid(monkeypatch):
+    """Large N beta uses a saddle-adapted subset of the uniform lattice: same numbers."""
+    rng = np.random.default_rng(7)
+    N, beta = 6000, 1.5
+    ab = np.array([1 / cw.top_eigenvalue(N, beta), 3e-3, 0.5, 0.999])  # incl. two-saddle time
+    x = np.stack([diffuse(sample_data(1, N, beta, 0.0, rng), a, rng)[0] for a in ab])
+    m_adapt, l_adapt = cw.posterior_mean(x, ab, beta), cw.log_density(x, ab, beta)
+    monkeypatch.setattr(cw, "_HS_UNIFORM_MAX", 10 ** 9)
+    np.testing.assert_allclose(m_adapt, cw.posterior_mean(x, ab, beta), rtol=0, atol=1e-11)
+    np.testing.assert_allclose(l_adapt, cw.log_density(x, ab, beta), rtol=1e-13)
+
+
+@pytest.mark.parametrize("N", [7, 3000])
+@pytest.mark.parametrize("beta", [0.0, 1.5])
+def test_spin_flip_symmetry(N, beta):
+    rng = np.random.default_rng(N)
+    x = diffuse(sample_data(3, N, beta, 0.0, rng), 0.3, rng)
+    np.testing.assert_allclose(cw.score(-x, 0.3, beta), -cw.score(x, 0.3, beta), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cw.log_density(-x, 0.3, beta), cw.log_density(x, 0.3, beta), rtol=1e-12)
+
+
+def test_large_N_and_extreme_alpha_bar_is_stable():
+    N, beta = 100_000, 1.5
+    rng = np.random.default_rng(11)
+    a = sample_data(2, N, beta, 0.0, rng)
+    # late time (t = 6.9, tau = t - log(N)/2 = 1.15): matches the large-N form to O(1/sqrt(N))
+    x = diffuse(a, 1e-6, rng)
+    m = cw.posterior_mean(x, 1e-6, beta)
+    assert np.all(np.isfinite(m)) and np.all(np.isfinite(cw.log_density(x, 1e-6, beta)))
+    m_asym = (x + (1 - 1e-6) * cw.score_asymptotic(x, 1e-6, beta)) / 1e-3
+    assert np.abs(m - m_asym).max() < 10 / math.sqrt(N)
+    # early time (Delta = 1e-6, fields ~ 1e6): the posterior is the nearest corner a = sign(x),
+    # so log p = log q(sign x) + sum_i log N(x_i; s sign(x_i), Delta) up to e^-O(1e5)
+    ab = 1 - 1e-6
+    x = diffuse(a, ab, rng)
+    np.testing.assert_allclose(cw.posterior_mean(x, ab, beta), np.sign(x), rtol=0, atol=1e-12)
+    sig = np.sign(x)
+    Ms = sig.sum(1)
+    M, P = cw.magnetization_distribution(N, beta)
+    logq = np.log(P[((Ms + N) // 2).astype(int)]) - (
+        np.array([math.lgamma(N + 1) - math.lgamma((N + k) / 2 + 1) - math.lgamma((N - k) / 2 + 1)
+                  for k in Ms]))
+    s, delta = math.sqrt(ab), 1e-6
+    ref = logq + (-(x - s * sig) ** 2 / (2 * delta)).sum(1) - 0.5 * N * math.log(2 * math.pi * delta)
+    ld = cw.log_density(x, ab, beta)
+    np.testing.assert_allclose(ld, ref, rtol=1e-13)
+
+
+def test_score_asymptotic_approaches_exact_score():
+    """At fixed tau = t - (1/2) log N = 1 (beyond t_S) the error of <a> shrinks like 1/sqrt(N)."""
+    rng = np.random.default_rng(5)
+    errs = []
+    for N in (100, 1000, 10000):
+        ab = math.exp(-2 * (1.0 + 0.5 * math.log(N)))
+        x = diffuse(sample_data(8, N, 1.5, 0.0, rng), ab, rng)
+        exact, asym = cw.score(x, ab, 1.5), cw.score_asymptotic(x, ab, 1.5)
+        errs.append(np.abs(exact - asym).max() * (1 - ab) / math.sqrt(ab))  # error on <a_i>
+    assert errs[0] > 2 * errs[1] > 4 * errs[2]
+    assert errs[2] < 0.01
+
+
+# ------------------------------------------------------------------------------------------
+# potentials (sec. 4)
+# ------------------------------------------------------------------------------------------
+
+def test_potential_reference_values():
+    N, beta = 1000, 1.5
+    ab = math.exp(-2 * cw.speciation_time(N, beta))
+    V = cw.potential(np.array([0.0, 0.5, 1.0, 2.0]), ab, N, beta)
+    np.testing.assert_allclose(V[1:] - V[0], [0.0048734, 0.0662463, 0.6756261], atol=5e-7)
+
+
+def test_potential_normalised_shapes_and_drift_relation():
+    N, beta, h = 60, 1.5, 0.02
+    total, _ = quad(lambda u: math.exp(-cw.potential(u, 0.3, N, beta, h)), -30, 30, limit=200)
+    assert total == pytest.approx(1.0, abs=1e-10)
+    mu = np.linspace(-3, 3, 12).reshape(3, 4)
+    ab = np.array([0.01, 0.2, 0.7])
+    V = cw.potential(mu, ab, N, beta, h)
+    U = cw.potential(mu, ab, N, beta, h, kind="drift")
+    assert V.shape == (3, 3, 4) and cw.potential(mu, 0.2, N, beta).shape == (3, 4)
+    np.testing.assert_allclose(U, -0.5 * mu ** 2 + 2 * V, rtol=1e-13)
+    np.testing.assert_allclose(V[1], cw.potential(mu, 0.2, N, beta, h), rtol=1e-14)
+
+
+def _curvature0(V_fn, mu_step=1e-3):
+    v = V_fn(np.array([-mu_step, 0.0, mu_step]))
+    return (v[0] - 2 * v[1] + v[2]) / mu_step ** 2
+
+
+def test_potential_regimes_ferromagnet():
+    N, beta = 2000, 1.5
+    tS = cw.speciation_time(N, beta)
+    m = cw.m_star(beta)
+    # late: one harmonic well
+    ab = math.exp(-2 * (tS + 2))
+    assert _curvature0(lambda u: cw.potential(u, ab, N, beta)) > 0
+    assert _curvature0(lambda u: cw.potential(u, ab, N, beta, kind="drift")) > 0
+    # early: double well, minima near +-s m* sqrt(N)
+    for dt in (1.5, 3.0):
+        ab = math.exp(-2 * (tS - dt))
+        assert _curvature0(lambda u: cw.potential(u, ab, N, beta)) < 0
+        c = math.sqrt(ab * N) * m
+        mu = np.linspace(0, 2 * c, 4001)
+        mu_min = mu[np.argmin(cw.potential(mu, ab, N, beta))]
+        # the well of N(mu; s M/sqrt(N), Delta) mixtures sits at s E[M | M > 0]/sqrt(N) ~ c (1 + O(1/N))
+        assert mu_min == pytest.approx(c, rel=0.02)
+        assert cw.potential(-mu_min, ab, N, beta) == pytest.approx(cw.potential(mu_min, ab, N, beta))
+
+
+def test_potential_single_well_paramagnet():
+    N, beta = 1000, 0.6
+    mu = np.linspace(-4, 4, 801)
+    for t in (0.05, 0.3, 1.0, 3.0):
+        V = cw.potential(mu, math.exp(-2 * t), N, beta)
+        assert np.argmin(V) == 400  # minimum at mu = 0
+        assert np.all(np.diff(V, 2) > 0)  # convex: single well
+
+
+def test_potential_asymptotic_limit():
+    """At fixed tau the exact potentials converge to [Thesis eq. 28] with an O(1/sqrt(N)) error."""
+    mu = np.linspace(-3, 3, 13)
+    for kind in ("density", "drift"):
+        errs = []
+        for N in (100, 10_000, 1_000_000):
+            ab = math.exp(-2 * (0.2 + 0.5 * math.log(N)))
+            errs.append(np.abs(cw.potential(mu, ab, N, 1.5, kind=kind)
+                               - cw.potential_asymptotic(mu, ab, N, 1.5, kind=kind)).max())
+        assert errs[0] > 50 * errs[1] > 2500 * errs[2] and errs[2] < 1e-4
+    # its curvature at 0 vanishes at a^2 = m*^2 N alpha_bar = 1 (density) and 1/2 (drift)
+    N, m = 10 ** 6, cw.m_star(1.5)
+    ab = 1 / (N * m * m)
+    assert abs(_curvature0(lambda u: cw.potential_asymptotic(u, ab, N, 1.5, kind="density"))) < 1e-5
+    assert abs(_curvature0(lambda u: cw.potential_asymptotic(u, ab / 2, N, 1.5, kind="drift"))) < 1e-5
+
+
+# ------------------------------------------------------------------------------------------
+# speciation (secs. 4-5)
+# ------------------------------------------------------------------------------------------
+
+def test_speciation_time_reference():
+    for N, ref in [(100, 2.14146), (1000, 3.30059), (10000, 4.45259)]:
+        assert cw.speciation_time(N, 1.5) == pytest.approx(ref, abs=5e-6)
+
+
+def test_speciation_scales_as_half_log_N():
+    Ns = (100, 1000, 10000)
+    for kind in ("covariance", "density", "drift"):
+        t = [cw.speciation_time(N, 1.5, kind=kind) for N in Ns]
+        np.testing.assert_allclose(np.diff(t), 0.5 * math.log(10), atol=0.02)
+    dens = [cw.speciation_time(N, 1.5, kind="density") for N in Ns]
+    drift = [cw.speciation_time(N, 1.5, kind="drift") for N in Ns]
+    gap = np.subtract(drift, dens)
+    # drift - density instability -> (1/2) log 2, approached from below with O(1/N) corrections
+    assert abs(gap[2] - 0.5 * math.log(2)) < 1e-4
+    assert np.all(np.diff(np.abs(gap - 0.5 * math.log(2))) < 0)
+    # density instability ~ covariance t_S at large N
+    assert dens[2] == pytest.approx(cw.speciation_time(10000, 1.5), abs=1e-4)
+
+
+def test_speciation_time_is_where_curvature_vanishes():
+    N, beta = 500, 1.4
+    for kind in ("density", "drift"):
+        t = cw.speciation_time(N, beta, kind=kind)
+        for dt, sign in ((0.02, 1), (-0.02, -1)):
+            ab = math.exp(-2 * (t + dt))
+            assert sign * _curvature0(lambda u: cw.potential(u, ab, N, beta, kind=kind)) > 0
+
+
+def test_speciation_paramagnet():
+    # covariance: O(1), -> (1/2) log(1/(1 - beta))
+    assert cw.speciation_time(5000, 0.5) == pytest.approx(0.5 * math.log(2), abs=1e-3)
+    # density: no double well at mu = 0 for beta < 1 (even N) -> nan
+    assert math.isnan(cw.speciation_time(1000, 0.5, kind="density"))
+    # drift, 1/2 < beta < 1: U''(0) < 0 once Var(mu) > 2, at ~ (1/2) log(Lambda - 1) = O(1)
+    t = cw.speciation_time(1000, 0.9, kind="drift")
+    assert t == pytest.approx(0.5 * math.log(cw.top_eigenvalue(1000, 0.9) - 1), abs=0.03)
+
+
+def test_speciation_with_field_matches_covariance():
+    """h = H/N: the curvature at mu = 0 breaks where s^2 Lambda = 1 (centred Lambda), to O(1/N)."""
+    N = 10000
+    t_cov = cw.speciation_time(N, 1.5, h=1.0 / N)
+    assert cw.speciation_time(N, 1.5, h=1.0 / N, kind="density") == pytest.approx(t_cov, abs=1e-3)
+    assert t_cov < cw.speciation_time(N, 1.5)  # the minority state weighs less: later speciation
+
+
+# ------------------------------------------------------------------------------------------
+# input validation
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fn", [cw.posterior_mean, cw.score, cw.log_density, cw.score_asymptotic])
+def test_bad_input_raises(fn):
+    x = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="alpha_bar must be < 1"):
+        fn(x, 1.0, 1.0)
+    for ab in (0.0, -0.1, 1.5, np.nan, [0.5, 0.5, 0.5], np.ones((2, 1)) * 0.5):
+        with pytest.raises(ValueError):
+            fn(x, ab, 1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        fn(np.array([[0.0, np.nan, 1.0]]), 0.5, 1.0)
+    with pytest.raises(ValueError):
+        fn(np.zeros((2, 3, 4)), 0.5, 1.0)
+    with pytest.raises(ValueError):
+        fn(np.zeros((2, 0)), 0.5, 1.0)
+    with pytest.raises(ValueError, match="beta"):
+        fn(x, 0.5, -1.0)
+    with pytest.raises(ValueError):
+        fn(x, 0.5, 1.0, np.inf)
+
+
+def test_bad_model_parameters_raise():
+    for call in (lambda: cw.top_eigenvalue(0, 1.0), lambda: cw.top_eigenvalue(2.5, 1.0),
+                 lambda: cw.m_star(-0.1), lambda: cw.speciation_time(10, 1.0, kind="foo"),
+                 lambda: cw.speciation_time(0, 1.5),
+                 lambda: cw.potential(0.0, 0.5, 10, 1.0, kind="foo"),
+                 lambda: cw.potential(0.0, 1.0, 10, 1.0),
+                 lambda: cw.potential(np.nan, 0.5, 10, 1.0),
+                 lambda: cw.potential(0.0, np.full((2, 2), 0.5), 10, 1.0),
+                 lambda: cw.potential_asymptotic(0.0, 0.0, 10, 1.5),
+                 lambda: cw.magnetization_distribution(5, -1.0)):
+        with pytest.raises(ValueError):
+            call()
