@@ -14,6 +14,8 @@ References
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, fields
 from typing import Callable, Sequence
 
 import numpy as np
@@ -21,7 +23,7 @@ import numpy as np
 from ._util import SeedLike, as_generator, check_positive_int
 from .schedules import Schedule
 
-__all__ = ["reverse_chain", "eps_from_score", "reverse_step", "NoiseSource"]
+__all__ = ["reverse_chain", "eps_from_score", "reverse_step", "NoiseSource", "cloning", "CloningResult"]
 
 EpsFn = Callable[[object, int], object]
 
@@ -65,7 +67,8 @@ def eps_from_score(score_fn: Callable, schedule: Schedule) -> EpsFn:
 
     def eps_fn(x_t, t):
         ab = float(schedule.alpha_bar[t])
-        return -np.sqrt(1.0 - ab) * score_fn(x_t, ab)
+        # a Python float keeps the dtype of x_t (a numpy float64 scalar would promote float32)
+        return -math.sqrt(1.0 - ab) * score_fn(x_t, ab)
 
     return eps_fn
 
@@ -75,12 +78,18 @@ def reverse_step(x_t, eps, t: int, schedule: Schedule, noise=None, sigma: str = 
 
     ``x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) * eps) / sqrt(alpha_t) + sigma_t z``, with
     ``sigma_t^2 = beta_t`` (``sigma="beta"``) or ``beta_tilde_t`` (``sigma="posterior"``) and no noise
-    at ``t = 1``. ``noise`` is the standard-normal ``z`` (ignored at ``t = 1``).
+    at ``t = 1``. ``noise`` is the standard-normal ``z`` (ignored at ``t = 1``). ``x_t``, ``eps`` and
+    ``noise`` are arrays of one kind (numpy or torch); the result keeps their dtype.
+    Raises ``ValueError`` unless ``1 <= t <= T``.
     """
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 1 <= t <= schedule.T:
+        raise ValueError(f"t must be an integer step in [1, T={schedule.T}], got {t!r}")
+    # Python floats throughout: numpy float64 scalars would promote float32 arrays (NEP 50)
     beta = float(schedule.betas[t])
-    mean = (x_t - (beta / np.sqrt(1.0 - schedule.alpha_bar[t])) * eps) / np.sqrt(schedule.alphas[t])
+    coef = beta / math.sqrt(1.0 - float(schedule.alpha_bar[t]))
+    mean = (x_t - coef * eps) / math.sqrt(float(schedule.alphas[t]))
     if t > 1 and noise is not None:
-        return mean + float(np.sqrt(schedule.sigma2(sigma)[t])) * noise
+        return mean + math.sqrt(float(schedule.sigma2(sigma)[t])) * noise
     return mean
 
 
@@ -168,3 +177,203 @@ def reverse_chain(eps_fn: EpsFn, x_T, schedule: Schedule, t_start: int | None = 
     else:
         traj = np.stack([recorded[r] for r in rec_steps])
     return x, traj
+
+
+def _to_numpy(a) -> np.ndarray:
+    if _is_torch(a):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+@dataclass(frozen=True)
+class CloningResult:
+    """Outcome of :func:`cloning` with ``return_details=True``; arrays are numpy.
+
+    Fields are attributes and also mapping keys (``res.phi`` or ``res["phi"]``; ``keys()``,
+    ``as_dict()``), so it can stand in for a dict.
+
+    Attributes
+    ----------
+    phi : ndarray, float64, (K,)
+        Share of pairs whose original and clone end in the same class, per branch step (in the order
+        of ``branch_steps``).
+    phi_stderr : ndarray, float64, (K,)
+        Binomial standard error ``sqrt(phi (1 - phi) / n_pairs)``.
+    branch_steps : ndarray, int64, (K,)
+        The branch steps, as given.
+    physical_time : ndarray, float64, (K,)
+        ``-log(alpha_bar[t_b]) / 2`` of each branch step.
+    alpha_bar : ndarray, float64, (K,)
+        ``alpha_bar[t_b]``.
+    n_pairs : int
+        Number of original trajectories.
+    labels : ndarray, (n_pairs,)
+        Class of each original's endpoint.
+    clone_labels : ndarray, (K, n_pairs)
+        Class of each clone's endpoint.
+    classes : ndarray
+        The distinct classes of the originals, sorted.
+    class_share : ndarray, float64, same length as ``classes``
+        Share ``p_c`` of the originals in each class (for two classes ``p`` and ``1 - p``).
+    baseline : float
+        ``sum_c p_c^2`` (``p^2 + (1-p)^2`` for two classes): ``phi`` of clones that share nothing.
+    """
+
+    phi: np.ndarray
+    phi_stderr: np.ndarray
+    branch_steps: np.ndarray
+    physical_time: np.ndarray
+    alpha_bar: np.ndarray
+    n_pairs: int
+    labels: np.ndarray
+    clone_labels: np.ndarray
+    classes: np.ndarray
+    class_share: np.ndarray
+    baseline: float
+
+    def keys(self) -> list[str]:
+        """Field names, for dict-style use."""
+        return [f.name for f in fields(self)]
+
+    def __getitem__(self, key: str):
+        if key not in self.keys():
+            raise KeyError(f"{key!r}; CloningResult has {self.keys()}")
+        return getattr(self, key)
+
+    def as_dict(self) -> dict:
+        """The fields as a plain dict."""
+        return {k: getattr(self, k) for k in self.keys()}
+
+    def speciation_time(self, level: float | None = None) -> float:
+        """Physical time where ``phi`` falls through ``level`` (default 0.7752) [BBBM24].
+
+        See :func:`physdiff.theory.gaussian.speciation_time_phi`; raises ``ValueError`` if the
+        branch steps do not bracket the crossing.
+        """
+        from .theory.gaussian import PHI_SPECIATION, speciation_time_phi
+
+        return speciation_time_phi(self.physical_time, self.phi,
+                                   PHI_SPECIATION if level is None else level)
+
+
+def cloning(eps_fn: EpsFn, schedule: Schedule, classify: Callable, branch_steps: Sequence[int],
+            n_pairs: int, d: int, seed: SeedLike = None, x_T=None, sigma: str = "beta",
+            return_details: bool = False):
+    """The cloning experiment: probability ``phi(t)`` that two clones end in the same class [BBBM24].
+
+    ``n_pairs`` reverse trajectories start at step ``T`` from ``N(0, I)`` (or from ``x_T``). At each
+    branch step ``t_b`` (processed in decreasing order whatever the order given) the current states
+    ``x_{t_b}`` are copied; each copy is finished from ``t_b`` down to 0 with noise independent of
+    the original's, while the original goes on. At the end every endpoint is classified, and
+    ``phi[k]`` is the share of pairs (original, clone at ``branch_steps[k]``) in the same class.
+    Stepping uses :func:`reverse_chain`, the same code as sampling, so a learned and an exact
+    ``eps`` are compared like with like. For exact reverse dynamics ``phi`` estimates
+    ``E_{x_t}[sum_c P(c | x_t)^2]`` (:mod:`physdiff.theory.gaussian`); branching at ``T`` gives the
+    baseline ``sum_c p_c^2`` and branching at step 1 gives exactly 1 (the last step is noiseless).
+
+    Parameters
+    ----------
+    eps_fn : callable
+        ``eps_fn(x_t, t) -> eps`` for ``x_t`` of shape (n_pairs, d) (numpy or torch) and an int step.
+    schedule : Schedule
+    classify : callable
+        ``classify(x0) -> labels`` of shape (n,), integers (or any comparable values); ``x0`` is of
+        the same kind (numpy or torch) as the chain. Torch labels are moved to numpy.
+    branch_steps : sequence of int, (K,)
+        Steps ``t_b`` in ``[1, T]``, any order; a repeated step shares one clone.
+    n_pairs : int >= 1
+        Number of original trajectories (pairs).
+    d : int >= 1
+        Dimension of a state.
+    seed : int, numpy.random.Generator or None
+        Seeds the start ``N(0, I)`` (when ``x_T`` is None) and every segment's noise: equal seeds give
+        equal results, for numpy and for torch.
+    x_T : array (n_pairs, d), numpy or torch, optional
+        Starting states at step ``T``; default float64 numpy ``N(0, I)`` drawn from ``seed``. Pass a
+        torch tensor (on the model's device, in its dtype) to run a torch ``eps_fn``.
+    sigma : {"beta", "posterior"}
+        Reverse-step variance [Ho20, Sec. 3.2].
+    return_details : bool
+        Return a :class:`CloningResult` instead of ``phi``.
+
+    Returns
+    -------
+    phi : ndarray, float64, (K,)
+        Or a :class:`CloningResult` if ``return_details``.
+
+    Raises
+    ------
+    ValueError
+        ``n_pairs`` or ``d`` < 1, branch steps empty, non-integer or outside ``[1, T]``, ``x_T`` of
+        the wrong shape, an unknown ``sigma``, or labels of the wrong shape.
+
+    Notes
+    -----
+    Cost: ``T + sum_k t_b[k]`` evaluations of ``eps_fn`` on ``n_pairs`` states; memory: two batches.
+    """
+    n_pairs = check_positive_int("n_pairs", n_pairs)
+    d = check_positive_int("d", d)
+    T = schedule.T
+    schedule.sigma2(sigma)  # validates sigma
+    steps = np.atleast_1d(np.asarray(branch_steps))
+    if steps.ndim != 1 or steps.size == 0:
+        raise ValueError(f"branch_steps must be a non-empty 1-D sequence of steps, got shape {steps.shape}")
+    if steps.dtype.kind not in "iu":
+        if steps.dtype.kind == "f" and np.all(np.isfinite(steps)) and np.all(steps == np.round(steps)):
+            steps = steps.astype(np.int64)
+        else:
+            raise ValueError(f"branch_steps must be integers in [1, T={T}], got {steps.tolist()}")
+    steps = steps.astype(np.int64)
+    bad = steps[(steps < 1) | (steps > T)]
+    if bad.size:
+        raise ValueError(f"branch_steps {bad.tolist()} are outside [1, T={T}]; "
+                         "step 0 is the data, there is nothing left to branch")
+    rng = as_generator(seed)
+    if x_T is None:
+        x = rng.standard_normal((n_pairs, d))
+    else:
+        if tuple(getattr(x_T, "shape", ())) != (n_pairs, d):
+            raise ValueError(f"x_T must have shape (n_pairs, d) = ({n_pairs}, {d}), "
+                             f"got {getattr(x_T, 'shape', type(x_T))}")
+        x = x_T
+
+    def labels_of(x0):
+        lab = _to_numpy(classify(x0))
+        if lab.shape != (n_pairs,):
+            raise ValueError(f"classify must return labels of shape (n,) = ({n_pairs},), got {lab.shape}")
+        return lab
+
+    def child_seed():
+        return int(rng.integers(0, 2**63 - 1))
+
+    order = np.unique(steps)[::-1]  # distinct steps, decreasing
+    clone_of_step = {}
+    t_now = T
+    for t_b in order:
+        t_b = int(t_b)
+        x = reverse_chain(eps_fn, x, schedule, t_start=t_now, t_stop=t_b, seed=child_seed(), sigma=sigma)
+        t_now = t_b
+        clone = reverse_chain(eps_fn, x, schedule, t_start=t_b, t_stop=0, seed=child_seed(), sigma=sigma)
+        clone_of_step[t_b] = labels_of(clone)
+        del clone
+    x = reverse_chain(eps_fn, x, schedule, t_start=t_now, t_stop=0, seed=child_seed(), sigma=sigma)
+    labels = labels_of(x)
+    clone_labels = np.stack([clone_of_step[int(t_b)] for t_b in steps])
+    phi = np.mean(clone_labels == labels[None, :], axis=1, dtype=np.float64)
+    if not return_details:
+        return phi
+    classes, counts = np.unique(labels, return_counts=True)
+    share = counts / n_pairs
+    return CloningResult(
+        phi=phi,
+        phi_stderr=np.sqrt(phi * (1.0 - phi) / n_pairs),
+        branch_steps=steps,
+        physical_time=schedule.physical_time[steps].copy(),
+        alpha_bar=schedule.alpha_bar[steps].copy(),
+        n_pairs=n_pairs,
+        labels=labels,
+        clone_labels=clone_labels,
+        classes=classes,
+        class_share=share,
+        baseline=float(np.sum(share**2)),
+    )

@@ -1,0 +1,213 @@
+"""The reverse chain [Ho20, Alg. 2] and the cloning experiment [BBBM24] with exact scores.
+
+For Gaussian data the exact-score ancestral step is affine, ``x_{t-1} = A_t x_t + b_t + sigma_t z``,
+so the law of the chain's output is Gaussian with a mean and variance given by an exact recursion:
+that recursion measures the discretisation error (plus the N(0, I) start), and the samples are
+checked against it within statistical tolerance.
+"""
+
+import numpy as np
+import pytest
+
+from physdiff.reverse import CloningResult, cloning, eps_from_score, reverse_chain, reverse_step
+from physdiff.schedules import make_schedule
+from physdiff.theory.gaussian import PHI_SPECIATION, phi_two_clusters, score_gaussian, score_two_gaussians
+
+SCHED = make_schedule("linear", 1000)
+MU0 = np.array([1.0, -0.5, 0.0])
+SIG0 = np.array([0.5, 2.0, 1.0])
+
+
+def _exact_output_law(schedule, mu0, sig0, sigma="beta"):
+    """Mean and variance of the chain's output for N(mu0, sig0^2) data, started from N(0, 1)."""
+    m, v = np.zeros_like(mu0), np.ones_like(mu0)
+    s2 = schedule.sigma2(sigma)
+    for t in range(schedule.T, 0, -1):
+        b, ab = schedule.betas[t], schedule.alpha_bar[t]
+        var_t = ab * sig0**2 + 1 - ab
+        A = (1 - b / var_t) / np.sqrt(1 - b)
+        B = b * np.sqrt(ab) * mu0 / (var_t * np.sqrt(1 - b))
+        m, v = A * m + B, A * A * v + (s2[t] if t > 1 else 0.0)
+    return m, v
+
+
+def _gauss_eps(schedule=SCHED):
+    return eps_from_score(lambda x, ab: score_gaussian(x, ab, MU0, SIG0**2), schedule)
+
+
+@pytest.mark.parametrize("sigma", ["beta", "posterior"])
+def test_reverse_chain_exact_gaussian_score_reproduces_data(sigma):
+    n = 12_000
+    m_pred, v_pred = _exact_output_law(SCHED, MU0, SIG0, sigma)
+    # discretisation error of T = 1000 (linear 1e-4..0.02), from the exact recursion: ~1e-4 in the
+    # mean; in the variance < 0.5% with sigma_t^2 = beta_t and 1.6% low with beta_tilde_t (the
+    # posterior variance is exact for a point mass and too small for spread-out data [Ho20 3.2])
+    np.testing.assert_allclose(m_pred, MU0, atol=2e-4 * SIG0.max())
+    np.testing.assert_allclose(v_pred / SIG0**2, 1.0, atol=5e-3 if sigma == "beta" else 2e-2)
+    x_T = np.random.default_rng(0).standard_normal((n, 3))
+    x0 = reverse_chain(_gauss_eps(), x_T, SCHED, seed=1, sigma=sigma)
+    assert x0.shape == (n, 3) and x0.dtype == np.float64
+    # 5 sigma: SE(mean) = sd / sqrt(n), SE(var) = var sqrt(2 / (n - 1))
+    assert np.all(np.abs(x0.mean(0) - m_pred) < 5 * np.sqrt(v_pred / n))
+    assert np.all(np.abs(x0.var(0, ddof=1) - v_pred) < 5 * v_pred * np.sqrt(2 / (n - 1)))
+
+
+def test_reverse_chain_full_covariance():
+    cov = np.array([[1.0, 0.6], [0.6, 0.5]])
+    mean = np.array([0.3, -0.2])
+    n = 12_000
+    eps = eps_from_score(lambda x, ab: score_gaussian(x, ab, mean, cov), SCHED)
+    x0 = reverse_chain(eps, np.random.default_rng(2).standard_normal((n, 2)), SCHED, seed=3)
+    # statistical tolerance (5 sigma of the Wishart fluctuation) plus the 0.5% discretisation bias
+    se = np.sqrt((cov**2 + np.outer(np.diag(cov), np.diag(cov))) / n)
+    np.testing.assert_array_less(np.abs(np.cov(x0.T) - cov), 5 * se + 5e-3 * np.abs(cov))
+    np.testing.assert_array_less(np.abs(x0.mean(0) - mean), 5 * np.sqrt(np.diag(cov) / n))
+
+
+def test_reverse_chain_record_seed_and_dtype():
+    sched = make_schedule("linear", 50)
+    eps = _gauss_eps(sched)
+    x_T = np.random.default_rng(4).standard_normal((16, 3))
+    record = [50, 10, 30, 0, 10]
+    x, traj = reverse_chain(eps, x_T, sched, seed=5, record=record)
+    assert traj.shape == (5, 16, 3)
+    np.testing.assert_array_equal(traj[0], x_T)
+    np.testing.assert_array_equal(traj[3], x)
+    np.testing.assert_array_equal(traj[1], traj[4])
+    # the recorded states are the chain's: stopping at step 30 (same noise: same seed) gives traj[2]
+    np.testing.assert_array_equal(reverse_chain(eps, x_T, sched, t_stop=30, seed=5), traj[2])
+    # continuing from a recorded state with t_start gives a valid chain too
+    assert reverse_chain(eps, traj[2], sched, t_start=30, seed=6).shape == (16, 3)
+    # same seed, same output; another seed, another output; x_T is not modified
+    x2 = reverse_chain(eps, x_T, sched, seed=5)
+    np.testing.assert_array_equal(x, x2)
+    assert not np.array_equal(x, reverse_chain(eps, x_T, sched, seed=6))
+    np.testing.assert_array_equal(x_T, np.random.default_rng(4).standard_normal((16, 3)))
+    # float32 in, float32 out (numpy float64 scalars must not promote the state)
+    x32 = reverse_chain(eps_from_score(lambda x, ab: (-x / 1.0).astype(x.dtype), sched),
+                        x_T.astype(np.float32), sched, seed=5)
+    assert x32.dtype == np.float32
+
+
+def test_reverse_chain_torch():
+    torch = pytest.importorskip("torch")
+    sched = make_schedule("linear", 100)
+    mu0, var0 = 0.5, 0.25
+
+    def eps(x, t):  # exact eps of N(mu0, var0) data, in torch
+        ab = float(sched.alpha_bar[t])
+        return (1 - ab) ** 0.5 * (x - ab**0.5 * mu0) / (ab * var0 + 1 - ab)
+
+    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    x, traj = reverse_chain(eps, x_T, sched, seed=7, record=[100, 50, 0])
+    assert isinstance(x, torch.Tensor) and x.dtype == torch.float32 and traj.shape == (3, 64, 2)
+    assert torch.equal(traj[0], x_T) and torch.equal(traj[2], x)
+    assert torch.equal(x, reverse_chain(eps, x_T, sched, seed=7))
+    assert not torch.equal(x, reverse_chain(eps, x_T, sched, seed=8))
+
+
+def test_reverse_chain_validation():
+    sched = make_schedule("linear", 20)
+    eps = _gauss_eps(sched)
+    x = np.zeros((4, 3))
+    for kwargs, match in [(dict(t_start=21), "exceeds"), (dict(t_start=-1), "t_start"),
+                          (dict(t_stop=-1), "t_stop"), (dict(t_start=5, t_stop=6), "t_stop"),
+                          (dict(t_start=2.5), "t_start"), (dict(record=[21]), "record"),
+                          (dict(t_stop=5, record=[3]), "record"), (dict(sigma="ddim"), "sigma")]:
+        with pytest.raises(ValueError, match=match):
+            reverse_chain(eps, x, sched, **kwargs)
+    with pytest.raises(ValueError, match="shape"):
+        reverse_chain(eps, np.zeros(3), sched)
+    with pytest.raises(ValueError, match="step"):
+        reverse_step(x, x, 0, sched)
+    # t_start = t_stop: nothing to do, a copy comes back
+    y = reverse_chain(eps, x + 1, sched, t_start=7, t_stop=7)
+    np.testing.assert_array_equal(y, x + 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# cloning
+# ------------------------------------------------------------------------------------------------
+
+M_NORM, SIGMA = 3.0, 0.3  # two clusters at +-3 (d = 1), misclassified at t = 0 with prob ~1e-23
+
+
+def _two_cluster_eps(schedule=SCHED):
+    return eps_from_score(lambda x, ab: score_two_gaussians(x, ab, M_NORM, SIGMA), schedule)
+
+
+def _classify(x0):
+    return (x0[:, 0] > 0).astype(np.int64)
+
+
+def test_cloning_matches_two_cluster_theory():
+    n = 10_000
+    steps = [SCHED.step_at_time(tau) for tau in (1.6, 0.6, 1.1)] + [1, SCHED.T]
+    res = cloning(_two_cluster_eps(), SCHED, _classify, steps, n, 1, seed=0, return_details=True)
+    assert isinstance(res, CloningResult)
+    theory = phi_two_clusters(res.physical_time, M_NORM, SIGMA**2)
+    se = np.sqrt(theory * (1 - theory) / n)
+    # discretisation error of T = 1000, measured with 4e5 pairs: < 2e-3, far below 5 SE (~0.02)
+    assert np.all(np.abs(res.phi[:3] - theory[:3]) < 5 * se[:3]), (res.phi, theory)
+    assert res.phi[3] == 1.0  # branching at step 1: the last step is noiseless, clones coincide
+    # branching at T: clones share (almost) nothing, phi ~ the class-imbalance baseline
+    assert abs(res.phi[4] - res.baseline) < 5 * np.sqrt(0.25 / n)
+    assert abs(res.class_share[0] - 0.5) < 5 * np.sqrt(0.25 / n)
+    # details
+    np.testing.assert_array_equal(res.branch_steps, steps)
+    np.testing.assert_allclose(res.phi_stderr, np.sqrt(res.phi * (1 - res.phi) / n))
+    np.testing.assert_array_equal(res.alpha_bar, SCHED.alpha_bar[steps])
+    assert res.clone_labels.shape == (5, n) and res.labels.shape == (n,)
+    assert res.baseline == pytest.approx(np.sum(res.class_share**2))
+    np.testing.assert_array_equal(res["phi"], res.phi)
+    assert set(res.keys()) >= {"phi", "phi_stderr", "baseline", "physical_time"}
+    # the crossing of 0.7752 lies between the branch times that bracket it
+    assert 1.1 < res.speciation_time() < 1.6 and PHI_SPECIATION == pytest.approx(0.7752, abs=1e-4)
+
+
+def test_cloning_seed_order_and_validation():
+    sched = make_schedule("linear", 60)
+    eps = _two_cluster_eps(sched)
+    phi = cloning(eps, sched, _classify, [40, 10, 25], 300, 1, seed=1)
+    assert phi.shape == (3,) and phi.dtype == np.float64
+    np.testing.assert_array_equal(phi, cloning(eps, sched, _classify, [40, 10, 25], 300, 1, seed=1))
+    # the order of branch_steps only permutes the output (the steps are processed in decreasing t)
+    np.testing.assert_array_equal(cloning(eps, sched, _classify, [10, 25, 40], 300, 1, seed=1), phi[[1, 2, 0]])
+    # a given x_T and a Generator seed
+    x_T = np.random.default_rng(9).standard_normal((300, 1))
+    a = cloning(eps, sched, _classify, [30], 300, 1, seed=np.random.default_rng(3), x_T=x_T)
+    b = cloning(eps, sched, _classify, [30], 300, 1, seed=np.random.default_rng(3), x_T=x_T)
+    np.testing.assert_array_equal(a, b)
+    for args, match in [(([0], 10, 1), r"outside \[1, T"), (([61], 10, 1), "outside"), (([], 10, 1), "non-empty"),
+                        (([2.5], 10, 1), "integers"), (([5], 0, 1), "n_pairs"), (([5], 10, 0), "d")]:
+        with pytest.raises(ValueError, match=match):
+            cloning(eps, sched, _classify, *args)
+    with pytest.raises(ValueError, match="x_T"):
+        cloning(eps, sched, _classify, [5], 10, 1, x_T=np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="classify"):
+        cloning(eps, sched, lambda x: np.zeros(3, int), [5], 10, 1)
+    with pytest.raises(ValueError, match="sigma"):
+        cloning(eps, sched, _classify, [5], 10, 1, sigma="bad")
+
+
+def test_cloning_torch():
+    torch = pytest.importorskip("torch")
+    sched = make_schedule("linear", 60)
+
+    def eps(x, t):  # exact eps of the two clusters, in torch
+        ab = float(sched.alpha_bar[t])
+        s, v = ab**0.5, ab * SIGMA**2 + 1 - ab
+        return (1 - ab) ** 0.5 * (x - s * M_NORM * torch.tanh(s * M_NORM * x / v)) / v
+
+    seen = []
+
+    def classify(x0):
+        seen.append(type(x0))
+        return (x0[:, 0] > 0).long()
+
+    x_T = torch.randn(200, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a = cloning(eps, sched, classify, [50, 1], 200, 1, seed=4, x_T=x_T, return_details=True)
+    b = cloning(eps, sched, classify, [50, 1], 200, 1, seed=4, x_T=x_T)
+    np.testing.assert_array_equal(a.phi, b)
+    assert a.phi[1] == 1.0 and all(tp is torch.Tensor for tp in seen)
+    assert isinstance(a.labels, np.ndarray)
