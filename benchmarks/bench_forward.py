@@ -8,12 +8,19 @@
 * ``diffuse``: :func:`physdiff.forward.diffuse` with per-sample steps against the numpy closed form
   ``sqrt(alpha_bar[t]) x0 + sqrt(1 - alpha_bar[t]) eps`` in x0's dtype. Rate: elements per second.
 
+* ``normal generator`` (one thread): standard normals per second from :mod:`physdiff._rng` --
+  ``fill_normal`` (ziggurat, state in registers; what the kernels use), one ``normal()`` call per
+  number, and the Box-Muller and Marsaglia polar transforms on the same xoshiro256** uniforms --
+  and from numba's legacy ``np.random.standard_normal`` (what the kernels used before), each
+  against numpy's ``Generator.standard_normal`` (float64). This is how the transform was picked.
+
 numba is warmed up (compiled) before timing; each figure is the best of ``--repeat`` runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -23,7 +30,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 import numba  # noqa: E402
+from numba import njit  # noqa: E402
 
+from physdiff._rng import fill_normal, normal, seed_state, uniform  # noqa: E402
 from physdiff.forward import diffuse, trajectory  # noqa: E402
 from physdiff.schedules import make_schedule  # noqa: E402
 
@@ -48,6 +57,64 @@ def numpy_diffuse(x0, schedule, t, rng):
     return np.sqrt(ab) * x0 + np.sqrt(1 - ab) * eps, eps
 
 
+@njit(cache=True)
+def _normal_calls(state, out):
+    for i in range(out.size):
+        out[i] = normal(state)
+
+
+@njit(cache=True)
+def _box_muller(state, out):
+    for i in range(0, out.size - 1, 2):
+        r = math.sqrt(-2.0 * math.log1p(-uniform(state)))
+        theta = 2.0 * math.pi * uniform(state)
+        out[i] = r * math.cos(theta)
+        out[i + 1] = r * math.sin(theta)
+
+
+@njit(cache=True)
+def _polar(state, out):
+    i = 0
+    while i < out.size - 1:
+        u = 2.0 * uniform(state) - 1.0
+        v = 2.0 * uniform(state) - 1.0
+        q = u * u + v * v
+        if q >= 1.0 or q == 0.0:
+            continue
+        f = math.sqrt(-2.0 * math.log(q) / q)
+        out[i] = u * f
+        out[i + 1] = v * f
+        i += 2
+
+
+@njit(cache=True)
+def _numba_legacy(seed, out):
+    np.random.seed(seed)
+    for i in range(out.size):
+        out[i] = np.random.standard_normal()
+
+
+def bench_normal_generators(repeat, size=4_000_000):
+    out = np.empty(size)
+    fns = {
+        "_rng.fill_normal (ziggurat)": lambda: fill_normal(seed_state(1), out),
+        "_rng.normal() per number": lambda: _normal_calls(seed_state(1), out),
+        "polar on xoshiro256**": lambda: _polar(seed_state(1), out),
+        "Box-Muller on xoshiro256**": lambda: _box_muller(seed_state(1), out),
+        "numba legacy np.random": lambda: _numba_legacy(1, out),
+    }
+    for fn in fns.values():  # compile / load from cache
+        fn()
+    rng = np.random.default_rng(1)
+    t_np = best_time(lambda: rng.standard_normal(size, out=out), repeat)
+    print(f"normal generator, one thread, {size:.0e} float64 numbers; numpy Generator.standard_normal "
+          f"{size / t_np:10.3e} /s ({t_np / size * 1e9:5.2f} ns)")
+    for name, fn in fns.items():
+        t = best_time(fn, repeat)
+        print(f"  {name:28s} {size / t:10.3e} /s ({t / size * 1e9:5.2f} ns)   "
+              f"ratio vs numpy {t_np / t:5.2f}x")
+
+
 def best_time(fn, repeat):
     times = []
     for _ in range(repeat):
@@ -63,6 +130,7 @@ def main(argv=None):
     p.add_argument("--d", type=int, default=784)
     p.add_argument("--T", type=int, default=1000)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--no-generators", action="store_true", help="skip the normal-generator comparison")
     args = p.parse_args(argv)
 
     n, d, T = args.n, args.d, args.T
@@ -99,6 +167,9 @@ def main(argv=None):
     t_np = best_time(run_np, args.repeat)
     print(f"diffuse     numba {work / t_nb:10.3e} elem/s       ({t_nb:7.3f} s)   "
           f"numpy {work / t_np:10.3e} elem/s       ({t_np:7.3f} s)   ratio numba/numpy {t_np / t_nb:5.2f}x")
+
+    if not args.no_generators:
+        bench_normal_generators(args.repeat)
 
 
 if __name__ == "__main__":

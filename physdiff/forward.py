@@ -21,14 +21,18 @@ Randomness and threads
 The kernels are numba ``@njit(parallel=True)`` loops over *noise streams* with ``prange``. A
 stream is a fixed block of consecutive samples (rows); its size depends only on the number of
 features ``d`` (and, for :func:`trajectory`, on the number of steps run), never on the number of
-threads. Every stream gets its own seed, drawn from ``seed`` with
-:func:`physdiff._util.stream_seeds`, and calls ``np.random.seed`` at the start of its ``prange``
-iteration. numba's random state is per thread, so each stream's noise is fixed by ``seed``: the
-output is bit-for-bit identical for any ``numba.set_num_threads``. (Blocks of at least
-``_STREAM_ELEMS`` numbers, rather than one stream per sample, keep the ~2 microsecond cost of
-seeding a Mersenne Twister negligible when ``d`` is small; for ``d >= _STREAM_ELEMS`` a stream is
-exactly one sample.) numba's ``np.random.seed`` takes a 32-bit seed, so the stream seeds are
-reduced to 32 bits and made pairwise distinct: no two streams ever share their noise.
+threads. Every stream gets its own 63-bit seed, drawn from ``seed`` with
+:func:`physdiff._util.stream_seeds`, and its own generator state (xoshiro256** seeded by
+SplitMix64, standard normals by a 256-layer ziggurat: :mod:`physdiff._rng`), created at the start
+of its ``prange`` iteration and never shared. Each stream's noise is therefore fixed by ``seed``
+and the output is bit-for-bit identical for any ``numba.set_num_threads``. All 64 bits of a stream
+seed are used, and distinct seeds give distinct generator states (SplitMix64 is a bijection), so
+two streams share their noise only if two 63-bit seeds coincide (probability ~ n_streams**2 /
+2**64). (Blocks of at least ``_STREAM_ELEMS`` numbers, rather than one stream per sample, keep the
+~0.1 microsecond cost of creating a stream negligible when ``d`` is small; for
+``d >= _STREAM_ELEMS`` a stream is exactly one sample. A :func:`trajectory` stream advances its
+whole block, at least ``_STEP_ELEMS`` numbers, one step at a time.) The noise is drawn in blocks
+with :func:`physdiff._rng.fill_normal`, which keeps the generator in registers.
 
 References
 ----------
@@ -42,13 +46,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._rng import fill_normal, seed_state
 from ._util import SeedLike, as_generator, check_finite, stream_seeds
 from .schedules import Schedule
 
 __all__ = ["diffuse", "trajectory"]
 
 #: Minimum number of normal draws per noise stream (see the module docstring).
-_STREAM_ELEMS = 4096
+_STREAM_ELEMS = 1024
+#: Minimum number of rows * features a :func:`trajectory` stream advances per step, so that the
+#: per-step cost of a block (one ``fill_normal`` call) stays small when ``d`` is small.
+_STEP_ELEMS = 256
 
 _UINT32_MASK = np.int64(0xFFFFFFFF)
 
@@ -62,14 +70,18 @@ _UINT32_MASK = np.int64(0xFFFFFFFF)
 def _diffuse_kernel(x0, coef_x, coef_eps, seeds, rows_per_stream, x_t, eps):  # pragma: no cover
     n, d = x0.shape
     for k in prange(seeds.size):
-        np.random.seed(seeds[k])
         lo = k * rows_per_stream
         hi = min(lo + rows_per_stream, n)
+        state = seed_state(seeds[k])  # this stream's own generator (physdiff._rng)
+        noise = np.empty((hi - lo) * d, dtype=np.float64)
+        fill_normal(state, noise)  # the block's noise, row-major
+        p = 0
         for i in range(lo, hi):
             a = coef_x[i]
             b = coef_eps[i]
             for j in range(d):
-                e = np.random.standard_normal()
+                e = noise[p]
+                p += 1
                 eps[i, j] = e
                 x_t[i, j] = a * x0[i, j] + b * e
 
@@ -78,28 +90,40 @@ def _diffuse_kernel(x0, coef_x, coef_eps, seeds, rows_per_stream, x_t, eps):  # 
 def _trajectory_kernel(x0, sqrt_alphas, sqrt_betas, t_max, slot_start, slot_out, seeds,
                        rows_per_stream, out):  # pragma: no cover
     # slot_out[slot_start[t]:slot_start[t+1]] are the output indices that record step t.
+    # A stream advances its whole block of rows one step at a time: x and noise are the block's
+    # states and fresh noise, row-major, in float64 whatever the output dtype.
     n, d = x0.shape
     for k in prange(seeds.size):
-        np.random.seed(seeds[k])
-        x = np.empty(d, dtype=np.float64)  # O(d) state per stream, in float64 whatever the output
         lo = k * rows_per_stream
         hi = min(lo + rows_per_stream, n)
+        m = (hi - lo) * d
+        state = seed_state(seeds[k])  # this stream's own generator (physdiff._rng)
+        x = np.empty(m, dtype=np.float64)
+        noise = np.empty(m, dtype=np.float64)
+        p = 0
         for i in range(lo, hi):
             for j in range(d):
-                x[j] = x0[i, j]
-            for q in range(slot_start[0], slot_start[1]):
-                o = slot_out[q]
-                for j in range(d):
-                    out[o, i, j] = x0[i, j]
-            for t in range(1, t_max + 1):
+                x[p] = x0[i, j]
+                p += 1
+        for t in range(t_max + 1):
+            if t > 0:
                 a = sqrt_alphas[t]
                 b = sqrt_betas[t]
-                for j in range(d):
-                    x[j] = a * x[j] + b * np.random.standard_normal()
-                for q in range(slot_start[t], slot_start[t + 1]):
-                    o = slot_out[q]
-                    for j in range(d):
-                        out[o, i, j] = x[j]
+                fill_normal(state, noise)
+                for p in range(m):
+                    x[p] = a * x[p] + b * noise[p]
+            for q in range(slot_start[t], slot_start[t + 1]):
+                o = slot_out[q]
+                if t == 0:  # step 0 is x0 itself, copied exactly
+                    for i in range(lo, hi):
+                        for j in range(d):
+                            out[o, i, j] = x0[i, j]
+                else:
+                    p = 0
+                    for i in range(lo, hi):
+                        for j in range(d):
+                            out[o, i, j] = x[p]
+                            p += 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,14 +181,17 @@ def _as_step_array(name: str, value, T: int) -> np.ndarray:
     return arr
 
 
-def _rows_per_stream(work_per_row: int) -> int:
-    return max(1, -(-_STREAM_ELEMS // max(1, int(work_per_row))))
+def _rows_per_stream(work_per_row: int, elems: int = _STREAM_ELEMS) -> int:
+    """Rows per noise stream: enough for ``elems`` units of work, at least one."""
+    return max(1, -(-int(elems) // max(1, int(work_per_row))))
 
 
 def _stream_seeds32(seed: SeedLike, n_streams: int) -> np.ndarray:
     """``n_streams`` pairwise-distinct uint32 seeds drawn from ``seed`` (deterministic).
 
-    numba's ``np.random.seed`` keeps only 32 bits, so 63-bit seeds from
+    No longer used by the kernels here (they seed :mod:`physdiff._rng` generators with the full
+    63-bit :func:`~physdiff._util.stream_seeds`); kept for callers of numba's legacy
+    ``np.random.seed``. That one keeps only 32 bits, so 63-bit seeds from
     :func:`~physdiff._util.stream_seeds` are reduced mod 2**32 and any repeat (probability
     ~ n_streams**2 / 2**33) is replaced by a fresh draw from the same generator.
     """
@@ -241,7 +268,7 @@ def diffuse(x0, schedule: Schedule, t, seed: SeedLike = None) -> tuple[np.ndarra
     coef_x = np.sqrt(alpha_bar)
     coef_eps = np.sqrt(1.0 - alpha_bar)
     rows = _rows_per_stream(d)
-    seeds = _stream_seeds32(seed, -(-n // rows))
+    seeds = stream_seeds(seed, -(-n // rows))
     x_t = np.empty_like(x0)
     eps = np.empty_like(x0)
     _diffuse_kernel(x0, coef_x, coef_eps, seeds, np.int64(rows), x_t, eps)
@@ -255,7 +282,8 @@ def trajectory(x0, schedule: Schedule, steps, seed: SeedLike = None) -> np.ndarr
     every step ``t = 1..max(steps)``. The marginal law at each step equals that of
     :func:`diffuse` [Ho20, eq. 4]; the recorded states are jointly distributed as one path of the
     chain (the OU process at physical times ``schedule.physical_time[steps]`` [BBBM24]). The chain
-    runs in float64 whatever the output dtype. Memory beyond the output is O(d) per thread.
+    runs in float64 whatever the output dtype. Memory beyond the output is
+    O(d + _STREAM_ELEMS) float64 numbers per thread.
 
     Parameters
     ----------
@@ -309,8 +337,8 @@ def trajectory(x0, schedule: Schedule, steps, seed: SeedLike = None) -> np.ndarr
     np.cumsum(np.bincount(steps, minlength=t_max + 1), out=slot_start[1:])
     sqrt_alphas = np.sqrt(schedule.alphas)
     sqrt_betas = np.sqrt(schedule.betas)
-    rows = _rows_per_stream(d * max(1, t_max))
-    seeds = _stream_seeds32(seed, -(-n // rows))
+    rows = max(_rows_per_stream(d * max(1, t_max)), _rows_per_stream(d, _STEP_ELEMS))
+    seeds = stream_seeds(seed, -(-n // rows))
     _trajectory_kernel(x0, sqrt_alphas, sqrt_betas, np.int64(t_max), slot_start, slot_out,
                        seeds, np.int64(rows), out)
     return out
