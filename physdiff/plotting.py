@@ -170,7 +170,7 @@ def plot_speciation(ds: xr.Dataset, path, *, level: float = 0.7752) -> Path:
     tau = ds["physical_time"].values
     err = ds["phi_stderr"].values if "phi_stderr" in ds else None
     ax.errorbar(tau, ds["phi"].values, yerr=err, fmt="o", ms=3, capsize=2, label="measured")
-    if "phi_theory" in ds:
+    if "phi_theory" in ds and "phi_curve" not in ds:
         ax.plot(tau, ds["phi_theory"].values, "k-", lw=1, label="theory")
     if "phi_curve" in ds:
         ax.plot(ds["t_curve"].values, ds["phi_curve"].values, "k-", lw=1, label="theory")

@@ -258,7 +258,7 @@ class CloningResult:
 
 def cloning(eps_fn: EpsFn, schedule: Schedule, classify: Callable, branch_steps: Sequence[int],
             n_pairs: int, d: int, seed: SeedLike = None, x_T=None, sigma: str = "beta",
-            return_details: bool = False):
+            return_details: bool = False, t_classify: int = 0):
     """The cloning experiment: probability ``phi(t)`` that two clones end in the same class [BBBM24].
 
     ``n_pairs`` reverse trajectories start at step ``T`` from ``N(0, I)`` (or from ``x_T``). At each
@@ -295,6 +295,11 @@ def cloning(eps_fn: EpsFn, schedule: Schedule, classify: Callable, branch_steps:
         Reverse-step variance [Ho20, Sec. 3.2].
     return_details : bool
         Return a :class:`CloningResult` instead of ``phi``.
+    t_classify : int
+        Step at which the endpoints are classified (default 0, the data). A later step saves the
+        finishing steps below it and is exact when the classes are frozen by then (e.g. the sign
+        of the magnetization well below the speciation time, where the double-well barrier makes
+        a later change of sign vanishingly rare); every branch step must be > ``t_classify``.
 
     Returns
     -------
@@ -328,6 +333,9 @@ def cloning(eps_fn: EpsFn, schedule: Schedule, classify: Callable, branch_steps:
     if bad.size:
         raise ValueError(f"branch_steps {bad.tolist()} are outside [1, T={T}]; "
                          "step 0 is the data, there is nothing left to branch")
+    t_classify = check_positive_int("t_classify", t_classify, minimum=0)
+    if np.any(steps <= t_classify):
+        raise ValueError(f"branch_steps {steps[steps <= t_classify].tolist()} are not above t_classify={t_classify}")
     rng = as_generator(seed)
     if x_T is None:
         x = rng.standard_normal((n_pairs, d))
@@ -353,10 +361,10 @@ def cloning(eps_fn: EpsFn, schedule: Schedule, classify: Callable, branch_steps:
         t_b = int(t_b)
         x = reverse_chain(eps_fn, x, schedule, t_start=t_now, t_stop=t_b, seed=child_seed(), sigma=sigma)
         t_now = t_b
-        clone = reverse_chain(eps_fn, x, schedule, t_start=t_b, t_stop=0, seed=child_seed(), sigma=sigma)
+        clone = reverse_chain(eps_fn, x, schedule, t_start=t_b, t_stop=t_classify, seed=child_seed(), sigma=sigma)
         clone_of_step[t_b] = labels_of(clone)
         del clone
-    x = reverse_chain(eps_fn, x, schedule, t_start=t_now, t_stop=0, seed=child_seed(), sigma=sigma)
+    x = reverse_chain(eps_fn, x, schedule, t_start=t_now, t_stop=t_classify, seed=child_seed(), sigma=sigma)
     labels = labels_of(x)
     clone_labels = np.stack([clone_of_step[int(t_b)] for t_b in steps])
     phi = np.mean(clone_labels == labels[None, :], axis=1, dtype=np.float64)

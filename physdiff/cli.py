@@ -1,0 +1,129 @@
+"""The ``physdiff`` command line: parses arguments and calls the package's rooms, nothing else.
+
+Commands (each writes into ``--out``, creating it; nothing is overwritten without ``--force``)::
+
+    physdiff train mnist       [--digits 0 1] [--preset quick|thesis] [--data-dir DIR] [--device auto|cpu|cuda]
+    physdiff train swiss-roll  [--turns 2|3] [--preset ...]
+    physdiff train curie-weiss --N N --beta B [--h H] [--n-train P]
+    physdiff sample CHECKPOINT_DIR -n 64 --out FILE.nc
+    physdiff study curie-weiss --N N --beta B [--h H] [--T T]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from . import __version__
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+    p.add_argument("--out", required=out_required, help="output directory (created)")
+    p.add_argument("--force", action="store_true", help="overwrite files in --out")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def _add_train_common(p: argparse.ArgumentParser) -> None:
+    _add_common(p)
+    p.add_argument("--preset", default="quick", help="hyper-parameter preset: quick (CPU, minutes) or thesis "
+                   "(the thesis' Table 2, meant for a GPU)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device")
+    p.add_argument("--epochs", type=int, default=None, help="override the preset's number of epochs")
+    p.add_argument("--T", type=int, default=None, help="override the preset's number of steps")
+    p.add_argument("--hidden", type=int, default=None, help="override the preset's hidden size")
+    p.add_argument("--activation", default=None, choices=["relu", "linear"], help="hidden units (default relu)")
+    p.add_argument("--loss", default=None, choices=["simple", "weighted"], help="Ho et al. L_simple or eq. 12")
+    p.add_argument("--n-samples", type=int, default=256, help="samples generated after training (default 256)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run found in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``physdiff`` command."""
+    parser = argparse.ArgumentParser(prog="physdiff", description="physdiff: statistical physics of diffusion generative models",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"physdiff {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a per-timestep autoencoder DDPM")
+    tsub = train.add_subparsers(dest="dataset", required=True)
+    p = tsub.add_parser("mnist", help="MNIST digits (IDX files)")
+    p.add_argument("--digits", type=int, nargs="+", default=[0, 1], help="digits to train on (default 0 1)")
+    p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (else $PHYSDIFF_DATA, then data/mnist)")
+    p.add_argument("--download", action="store_true", help="download missing MNIST files (checksums verified)")
+    _add_train_common(p)
+    p = tsub.add_parser("swiss-roll", help="the thesis' 2-D spiral")
+    p.add_argument("--turns", type=float, default=2.0, choices=[2.0, 3.0], help="theta in [0, turns*pi] (2 or 3)")
+    p.add_argument("--n-train", type=int, default=None, help="number of training points (default: preset's)")
+    _add_train_common(p)
+    p = tsub.add_parser("curie-weiss", help="exact Curie-Weiss spin configurations")
+    p.add_argument("--N", type=int, required=True, help="number of spins")
+    p.add_argument("--beta", type=float, required=True, help="inverse temperature")
+    p.add_argument("--h", type=float, default=0.0, help="per-spin external field")
+    p.add_argument("--n-train", type=int, default=None, help="number of training configurations P")
+    _add_train_common(p)
+
+    p = sub.add_parser("sample", help="generate samples from a trained checkpoint")
+    p.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
+    p.add_argument("-n", type=int, default=64, help="number of samples")
+    p.add_argument("--out", required=True, help="output netCDF file (a PNG is written beside it)")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--sigma", default=None, choices=["beta", "posterior"], help="reverse-step variance")
+    p.add_argument("--no-progress", action="store_true")
+
+    study = sub.add_parser("study", help="physics studies (write netCDF Datasets and figures)")
+    ssub = study.add_subparsers(dest="study", required=True)
+    p = ssub.add_parser("curie-weiss", help="potentials, forward histograms, exact-score reverse runs, "
+                        "cloning and speciation of the Curie-Weiss model")
+    p.add_argument("--N", type=int, default=1000)
+    p.add_argument("--beta", type=float, default=1.5)
+    p.add_argument("--h", type=float, default=0.0)
+    p.add_argument("--T", type=int, default=1000, help="steps of the linear 1e-4..0.02 schedule (rescaled)")
+    p.add_argument("--n-pairs", type=int, default=4000, help="clone pairs per branch step")
+    _add_common(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``physdiff`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from . import experiments
+    from ._util import PhysdiffError
+
+    command = shlex.join(["physdiff", *(sys.argv[1:] if argv is None else argv)])
+    progress = not getattr(args, "no_progress", False)
+    try:
+        if args.command == "train":
+            data_kw = {"mnist": lambda: dict(digits=args.digits, data_dir=args.data_dir, download=args.download),
+                       "swiss-roll": lambda: dict(turns=args.turns, n_train=args.n_train),
+                       "curie-weiss": lambda: dict(N=args.N, beta=args.beta, h=args.h, n_train=args.n_train),
+                       }[args.dataset]()
+            experiments.train_job(
+                args.dataset, args.out, preset=args.preset, seed=args.seed, device=args.device, force=args.force,
+                resume=args.resume, progress=progress, n_samples=args.n_samples, command=command,
+                overrides=dict(epochs=args.epochs, T=args.T, hidden=args.hidden, activation=args.activation,
+                               loss=args.loss), **data_kw)
+        elif args.command == "sample":
+            experiments.sample_job(args.checkpoint, args.out, n=args.n, seed=args.seed, device=args.device,
+                                   sigma=args.sigma, force=args.force, progress=progress, command=command)
+        elif args.command == "study" and args.study == "curie-weiss":
+            experiments.curie_weiss_study(args.out, N=args.N, beta=args.beta, h=args.h, T=args.T,
+                                          n_pairs=args.n_pairs, seed=args.seed, force=args.force,
+                                          progress=progress, command=command)
+    except (ValueError, FileNotFoundError, FileExistsError, PhysdiffError) as exc:
+        print(f"physdiff: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("physdiff: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

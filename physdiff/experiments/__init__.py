@@ -1,0 +1,17 @@
+"""End-to-end jobs behind the ``physdiff`` command and the ``studies/`` scripts.
+
+The CLI holds no logic of its own and ``studies/`` is not part of the installed package, so the
+pipelines (data -> model -> samples -> metrics -> Datasets -> figures) live here and both call them.
+"""
+
+from .train import sample_job, train_job
+
+__all__ = ["train_job", "sample_job", "curie_weiss_study"]
+
+
+def __getattr__(name):
+    if name == "curie_weiss_study":
+        from .curie_weiss import curie_weiss_study
+
+        return curie_weiss_study
+    raise AttributeError(name)
