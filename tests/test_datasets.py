@@ -16,10 +16,10 @@ from physdiff import PhysdiffError
 from physdiff import datasets
 from physdiff.datasets import DataError, binary_heartbeat, curie_weiss, load_mnist, mnist_dirs, swiss_roll
 
-MNIST_DIR = Path("/work/shared/data/mnist")
+MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"  # ../shared beside the repo
 TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 needs_mnist = pytest.mark.skipif(not all((MNIST_DIR / f"{f}.gz").is_file() for f in TEST_FILES),
-                                 reason="the real MNIST test set is not at /work/shared/data/mnist")
+                                 reason=f"the real MNIST test set is not at {MNIST_DIR}")
 
 
 @pytest.fixture(autouse=True)

@@ -18,9 +18,9 @@ from physdiff.datasets import curie_weiss, swiss_roll
 from physdiff.metrics import (curie_weiss_quality, energy_distance, mnist_quality, nearest_neighbours,
                               sliced_wasserstein, swiss_roll_quality, train_mnist_classifier)
 
-MNIST_DIR = Path("/work/shared/data/mnist")
+MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"  # ../shared beside the repo
 needs_mnist = pytest.mark.skipif(not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
-                                 reason="the real MNIST test set is not at /work/shared/data/mnist")
+                                 reason=f"the real MNIST test set is not at {MNIST_DIR}")
 
 
 def test_no_torch_import():

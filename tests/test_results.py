@@ -1,0 +1,69 @@
+"""results.py: schemas, attrs and atomic netCDF round trips."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from physdiff import __version__, results
+
+
+def test_samples_round_trip_with_provenance(tmp_path):
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 784)).astype(np.float32)
+    ds = results.samples_dataset(x, image_shape=(28, 28),
+                                 attrs=results.provenance(seed=3, command="physdiff test", dataset="mnist",
+                                                          digits=[0, 1], flag=True, cfg={"a": 1}, none=None))
+    path = results.write_dataset(ds, tmp_path / "s.nc")
+    with xr.open_dataset(path) as back:
+        np.testing.assert_array_equal(back["x"].values, x)
+        np.testing.assert_array_equal(back["image"].values[2], x[2].reshape(28, 28))
+        assert back.attrs["physdiff_version"] == __version__
+        assert back.attrs["command"] == "physdiff test" and back.attrs["seed"] == 3
+        assert list(back.attrs["digits"]) == [0, 1] and back.attrs["flag"] == 1
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary left behind
+
+
+def test_write_refuses_to_overwrite_when_asked(tmp_path):
+    ds = results.loss_dataset(np.ones((2, 3)))
+    results.write_dataset(ds, tmp_path / "l.nc")
+    with pytest.raises(FileExistsError):
+        results.write_dataset(ds, tmp_path / "l.nc", overwrite=False)
+
+
+def test_failed_write_leaves_previous_file(tmp_path, monkeypatch):
+    ds = results.loss_dataset(np.ones((2, 3)))
+    path = results.write_dataset(ds, tmp_path / "l.nc")
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise RuntimeError("killed mid-write")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", boom)
+    with pytest.raises(RuntimeError):
+        results.write_dataset(results.loss_dataset(np.zeros((4, 4))), path)
+    assert path.read_bytes() == before
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_score_comparison_is_zero_for_identical_scores_and_splits_directions():
+    rng = np.random.default_rng(1)
+    exact = rng.standard_normal((3, 50, 8))
+    ds = results.score_comparison_dataset(exact, exact, t=[1, 2, 3], alpha_bar=[0.9, 0.5, 0.1],
+                                          direction=np.ones(8))
+    np.testing.assert_allclose(ds["mse"], 0)
+    np.testing.assert_allclose(ds["cosine"], 1)
+    learned = exact + rng.standard_normal(exact.shape)
+    ds = results.score_comparison_dataset(learned, exact, t=[1, 2, 3], alpha_bar=[0.9, 0.5, 0.1],
+                                          direction=np.ones(8))
+    np.testing.assert_allclose(ds["mse_parallel"] + ds["mse_orthogonal"], ds["mse"], rtol=1e-12)
+    np.testing.assert_allclose(ds["physical_time"], -0.5 * np.log([0.9, 0.5, 0.1]))
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError):
+        results.samples_dataset(np.ones((2, 10)), image_shape=(3, 3))
+    with pytest.raises(ValueError):
+        results.loss_dataset(np.ones(3))
+    with pytest.raises(ValueError):
+        results.score_comparison_dataset(np.ones((2, 3, 4)), np.ones((2, 3, 5)), t=[1, 2], alpha_bar=[0.5, 0.4])
+    with pytest.raises(FileNotFoundError):
+        results.open_dataset("/nonexistent/file.nc")
