@@ -450,6 +450,33 @@ def _hs_integrals(fields: np.ndarray, beta: float, need_mean: bool):
         return logZr, (np.tanh(fields) if need_mean else None)
     _, _, G, Hc = _hs_geometry(N, beta)
     H = np.clip(fields, -Hc, Hc)
+    if _METHOD == "taylor" or (_METHOD == "auto" and N >= _TAYLOR_MIN_N):
+        logI = np.empty(n)
+        mean = np.empty((n, N)) if need_mean else None
+        bad = []
+        chunk = max(1, (1 << 19) // N)
+        for a in range(0, n, chunk):
+            lI, mI, ok = _taylor_integrals(H[a:a + chunk], beta, need_mean)
+            logI[a:a + chunk] = lI
+            if need_mean:
+                mean[a:a + chunk] = mI
+            bad.append(a + np.flatnonzero(~ok))
+        bad = np.concatenate(bad)
+        if bad.size:
+            lI, mI = _hs_quadrature(H[bad], beta, need_mean)
+            logI[bad] = lI
+            if need_mean:
+                mean[bad] = mI
+    else:
+        logI, mean = _hs_quadrature(H, beta, need_mean)
+    logZr = 0.5 * math.log(N * beta / (2.0 * math.pi)) + logI
+    return logZr, mean
+
+
+def _hs_quadrature(H: np.ndarray, beta: float, need_mean: bool):
+    """Lattice trapezoid sum ``log int dm e^{F(m)}`` and ``<a_i>`` for clipped fields ``H``."""
+    n, N = H.shape
+    _, _, G, _ = _hs_geometry(N, beta)
     if G <= _HS_UNIFORM_MAX:
         logI, mean = _hs_uniform(H, beta, need_mean)
     else:
@@ -459,8 +486,225 @@ def _hs_integrals(fields: np.ndarray, beta: float, need_mean: bool):
             logI[r], mr = _hs_adaptive_one(H[r], beta, need_mean)
             if need_mean:
                 mean[r] = mr
-    logZr = 0.5 * math.log(N * beta / (2.0 * math.pi)) + logI
-    return logZr, mean
+    return logI, mean
+
+
+# --------------------------------------------------------------------------------------------
+# fast large-N path: Taylor expansion of the m-law around its saddles
+# --------------------------------------------------------------------------------------------
+
+# "auto" (Taylor where certified, quadrature otherwise), "taylor" (same; for tests) or
+# "quadrature" (always the lattice quadrature above).
+_METHOD = "auto"
+# Taylor order of sum_i log 2cosh(beta (c + delta) + H_i) in beta delta (the tanh series of the
+# posterior mean has order _TAYLOR_K - 1); trust radius |beta delta| <= _TAYLOR_R (< pi/2, the
+# radius of convergence at u = 0); spins of the subsample that locates the saddles; and the
+# smallest N for which "auto" tries the expansion.
+_TAYLOR_K = 16
+_TAYLOR_R = 1.2
+_TAYLOR_SUB = 128
+_TAYLOR_MIN_N = 200
+# certified bounds: relative error of Z, absolute error of <a_i>
+_TAYLOR_TOL = 1e-12
+
+
+def _derivative_polynomials(K: int):
+    """Coefficients ``C[k, j]`` of ``D^k(tau) = sum_j C[k, j] tau^j``, ``D^0 = tau``,
+    ``D^{k+1} = (1 - tau^2) d/dtau D^k`` (so ``D^k(tanh u) = d^k tanh(u) / du^k``), k <= K+1,
+    and ``B[k] = max_{|tau| <= 1} |D^k(tau)|`` (bound on the (k+1)-th derivative of log 2cosh).
+    """
+    C = np.zeros((K + 2, K + 3))
+    C[0, 1] = 1.0
+    for k in range(K + 1):
+        j = np.arange(1, K + 2)
+        d = j * C[k, j]  # coefficient of tau^{j-1} in d/dtau D^k
+        C[k + 1, j - 1] += d
+        C[k + 1, j + 1] -= d
+    tau = np.linspace(-1.0, 1.0, 40001)
+    B = np.array([np.abs(np.polynomial.polynomial.polyval(tau, C[k])).max() for k in range(K + 2)])
+    return C, B * 1.01 + 1e-300  # 1% margin for the maximum between grid points
+
+
+_DPOLY = {}
+
+
+def _dpoly(K: int):
+    if K not in _DPOLY:
+        _DPOLY[K] = _derivative_polynomials(K)
+    return _DPOLY[K]
+
+
+def _power_sums(T: np.ndarray, J: int) -> np.ndarray:
+    """``p[:, j] = sum_i T[:, i]^j`` for ``j = 0..J`` -> (n, J+1)."""
+    n, N = T.shape
+    p = np.empty((n, J + 1))
+    p[:, 0] = N
+    p[:, 1] = T.sum(axis=1)
+    P = T.copy()
+    for j in range(2, J + 1):
+        P *= T
+        p[:, j] = P.sum(axis=1)
+    return p
+
+
+def _taylor_centre(H: np.ndarray, c: np.ndarray, beta: float, K: int, need_L0: bool):
+    """Expansion of the reduced ``F(c + delta)`` (see ``_reduced_F``) in powers of ``delta``.
+
+    With ``u_i = beta c + H_i``, ``tau_i = tanh u_i``::
+
+        sum_i log2cosh(u_i + beta delta) = sum_i log2cosh(u_i) + sum_{k=1}^{K+1} (beta delta)^k / k! S_{k-1}
+        S_k = sum_i D^k(tau_i) = sum_j C[k, j] p_j,     p_j = sum_i tau_i^j,
+
+    exact up to ``N B[K+1] (beta |delta|)^{K+2} / (K+2)!`` (Lagrange remainder). Returns the
+    coefficients ``A`` (n, K+2) of ``F`` in powers of ``delta`` (the constant term is 0 unless
+    ``need_L0``) and ``tau`` (n, N).
+    """
+    n, N = H.shape
+    C, _ = _dpoly(K)
+    U = beta * c[:, None] + H
+    T = np.tanh(U)
+    p = _power_sums(T, K + 1)
+    S = p @ C[:K + 1, :K + 2].T  # (n, K+1): S_0 .. S_K
+    A = np.zeros((n, K + 2))
+    k = np.arange(1, K + 2)
+    A[:, 1:] = S * (beta ** k / np.exp(gammaln(k + 1)))[None, :]
+    if need_L0:
+        np.abs(U, out=U)
+        # log 2cosh(u) - |H|, safe: |u| <= Hc + beta (1 + w) << 700 after clipping
+        A[:, 0] = (np.log(np.cosh(U)).sum(axis=1) + N * math.log(2.0) - np.abs(H).sum(axis=1))
+    A[:, 0] -= 0.5 * N * beta * c ** 2
+    A[:, 1] -= N * beta * c
+    A[:, 2] -= 0.5 * N * beta
+    return A, T
+
+
+def _polyval_rows(A: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``sum_k A[:, k] z^k`` by Horner, ``A`` (n, K), ``z`` (n, L) -> (n, L)."""
+    out = np.broadcast_to(A[:, -1:], z.shape).copy()
+    for k in range(A.shape[1] - 2, -1, -1):
+        out *= z
+        out += A[:, k:k + 1]
+    return out
+
+
+def _taylor_integrals(H: np.ndarray, beta: float, need_mean: bool, K: int | None = None):
+    """The lattice sum of ``_hs_uniform`` (same lattice, same weights) from Taylor expansions.
+
+    Saddles: the mean-field map ``m -> mean_i tanh(beta m + H_i)`` iterated from ``m = +1`` and
+    ``m = -1`` on a subsample of the spins gives two centres (merged into one when closer than
+    ``0.3 / beta``). Around each centre ``F`` is a polynomial in ``delta`` (``_taylor_centre``),
+    evaluated on the lattice points within ``|beta delta| <= _TAYLOR_R`` (points between two centres
+    go to the nearer one), and the posterior mean is the tanh series
+    ``<a_i> = sum_k beta^k E[delta^k] / k! D^k(tau_i)``, a polynomial in ``tau_i``.
+
+    A sample is certified (``ok``) when (i) the Lagrange remainders bound the relative error of the
+    sum by ``_TAYLOR_TOL`` and that of ``<a_i>`` by ``_TAYLOR_TOL``; (ii) the outermost points
+    lie ``> _HS_DROP`` below the maximum, with ``F`` decreasing outwards, or at the lattice end; (iii)
+    a gap between two trust regions is negligible, bounded by convexity of ``sum_i log 2cosh``
+    (``F <= -N beta m^2/2 +`` chord). Returns ``logI`` (n,), ``mean`` (n, N) or None, ``ok`` (n,).
+    """
+    n, N = H.shape
+    K = _TAYLOR_K if K is None else K
+    C, B = _dpoly(K)
+    m0, dx, G, _ = _hs_geometry(N, beta)
+    R = _TAYLOR_R / beta
+    # --- centres from a subsample
+    sub = H[:, np.unique(np.linspace(0, N - 1, min(N, _TAYLOR_SUB)).astype(np.int64))]
+    cp, cm = np.ones(n), -np.ones(n)
+    for _ in range(12):
+        cp = np.tanh(beta * cp[:, None] + sub).mean(axis=1)
+        cm = np.tanh(beta * cm[:, None] + sub).mean(axis=1)
+    two = beta * (cp - cm) > 0.3
+    cp = np.where(two, cp, 0.5 * (cp + cm))
+    # --- expansions; the lattice windows
+    L = int(math.floor(2.0 * R / dx)) + 1
+    logI = np.full(n, np.nan)
+    ok = np.ones(n, dtype=bool)
+    rows2 = np.flatnonzero(two)
+    need_L0 = bool(rows2.size) or not need_mean  # absolute F needed to weigh two centres / log Z
+    Ap, Tp = _taylor_centre(H, cp, beta, K, need_L0)
+    if rows2.size:
+        Am, Tm = _taylor_centre(H[rows2], cm[rows2], beta, K, True)
+
+    def window(c):
+        k0 = np.ceil((c - R - m0) / dx).astype(np.int64)
+        k = k0[:, None] + np.arange(L)[None, :]
+        m = m0 + dx * k
+        logq = np.where((k == 0) | (k == G - 1), math.log(dx / 2.0), math.log(dx))
+        inside = (k >= 0) & (k <= G - 1)
+        return k, m, m - c[:, None], logq, inside
+
+    kp, mp, dp, qp, inp = window(cp)
+    Fp = _polyval_rows(Ap, dp)
+    remp = N * B[K + 1] * np.exp((K + 2) * np.log(np.maximum(beta * np.abs(dp), 1e-300))
+                                 - gammaln(K + 3))
+    usep = inp.copy()
+    if rows2.size:
+        km, mm, dm, qm, inm = window(cm[rows2])
+        Fm = _polyval_rows(Am, dm)
+        remm = N * B[K + 1] * np.exp((K + 2) * np.log(np.maximum(beta * np.abs(dm), 1e-300))
+                                     - gammaln(K + 3))
+        split = 0.5 * (cp[rows2] + cm[rows2])
+        usep[rows2] &= mp[rows2] > split[:, None]
+        usem = inm & (mm <= split[:, None])
+    # --- log-sum over each sample's points
+    Wp = np.where(usep, Fp + qp, -np.inf)
+    top = Wp.max(axis=1)
+    if rows2.size:
+        Wm = np.where(usem, Fm + qm, -np.inf)
+        top[rows2] = np.maximum(top[rows2], Wm.max(axis=1))
+    Ep = np.exp(Wp - top[:, None])
+    tot = Ep.sum(axis=1)
+    err = (Ep * np.expm1(np.minimum(remp, 700.0))).sum(axis=1)
+    if rows2.size:
+        Em = np.exp(Wm - top[rows2, None])
+        tot[rows2] += Em.sum(axis=1)
+        err[rows2] += (Em * np.expm1(np.minimum(remm, 700.0))).sum(axis=1)
+    logI = top + np.log(tot)
+    ok &= err <= _TAYLOR_TOL * tot
+    # --- (ii) outer ends: negligible and F decreasing outwards, or the lattice end
+    thr = top - _HS_DROP
+    dFp = _polyval_rows(Ap[:, 1:] * np.arange(1, K + 2)[None, :], dp[:, -1:])[:, 0]
+    ok &= (kp[:, -1] >= G - 1) | ((Fp[:, -1] + remp[:, -1] < thr) & (dFp < 0))
+    one_c = ~two
+    if one_c.any():
+        dFl = _polyval_rows(Ap[:, 1:] * np.arange(1, K + 2)[None, :], dp[:, :1])[:, 0]
+        ok &= two | (kp[:, 0] <= 0) | ((Fp[:, 0] + remp[:, 0] < thr) & (dFl > 0))
+    if rows2.size:
+        dFm = _polyval_rows(Am[:, 1:] * np.arange(1, K + 2)[None, :], dm[:, :1])[:, 0]
+        ok[rows2] &= (km[:, 0] <= 0) | ((Fm[:, 0] + remm[:, 0] < thr[rows2]) & (dFm > 0))
+        # (iii) gap between the windows: sum log2cosh convex => F(m) <= -N beta m^2/2 + chord
+        a, b = mm[:, -1], mp[rows2, 0]
+        gap = (b - dx > split) | (a + dx <= split)  # lattice points left uncovered
+        if gap.any():
+            Ca = Fm[:, -1] + remm[:, -1] + 0.5 * N * beta * a ** 2
+            Cb = Fp[rows2, 0] + remp[rows2, 0] + 0.5 * N * beta * b ** 2
+            slope = (Cb - Ca) / np.where(gap, b - a, 1.0)
+            mx = np.clip(slope / (N * beta), a, b)
+            bound = -0.5 * N * beta * mx ** 2 + Ca + slope * (mx - a)
+            ok[rows2] &= ~gap | (bound + math.log(G) < thr[rows2])
+    ok &= (kp[:, 0] <= G - 1) & np.isfinite(logI)
+    if not need_mean:
+        return logI, None, ok
+    # --- posterior mean: tanh series in beta delta, a polynomial in tau per centre
+    j = np.arange(K)
+    fac = beta ** j / np.exp(gammaln(j + 1))
+    Pp = Ep / tot[:, None]
+    mom_p = np.stack([(Pp * dp ** q).sum(axis=1) for q in range(K)], axis=1)  # (n, K)
+    Qp = (mom_p * fac[None, :]) @ C[:K, :K + 1]  # (n, K+1) in powers of tau
+    remq = B[K] * (Pp * np.exp(K * np.log(np.maximum(beta * np.abs(dp), 1e-300))
+                               - gammaln(K + 1))).sum(axis=1)
+    mean = _polyval_rows(Qp, Tp)
+    if rows2.size:
+        Pm = Em / tot[rows2, None]
+        mom_m = np.stack([(Pm * dm ** q).sum(axis=1) for q in range(K)], axis=1)
+        Qm = (mom_m * fac[None, :]) @ C[:K, :K + 1]
+        remq[rows2] += B[K] * (Pm * np.exp(K * np.log(np.maximum(beta * np.abs(dm), 1e-300))
+                                           - gammaln(K + 1))).sum(axis=1)
+        mean[rows2] += _polyval_rows(Qm, Tm)
+    ok &= remq <= _TAYLOR_TOL
+    np.clip(mean, -1.0, 1.0, out=mean)
+    return logI, mean, ok
 
 
 def posterior_mean(x_t, alpha_bar, beta: float, h: float = 0.0) -> np.ndarray:
@@ -478,7 +722,12 @@ def posterior_mean(x_t, alpha_bar, beta: float, h: float = 0.0) -> np.ndarray:
     ``w = 12/sqrt(N beta)``, vectorised over samples; large ``N beta`` restricts the same lattice to
     the neighbourhoods of the saddles ``m = (1/N) sum_i tanh(beta m + h_i)`` (both ferromagnetic
     ones near symmetry breaking), so the cost is ``O(n N G)`` with ``G ~ 2-4 sqrt(N beta)`` grid
-    points. ``beta = 0`` is the independent-spin case ``<a_i> = tanh(h_i)``. Stable for
+    points. For ``N >= 200`` a faster path is tried first: around each saddle ``c`` the sum
+    ``sum_i log 2cosh(beta (c + d) + h_i)`` is a Taylor series in ``d`` whose coefficients are power
+    sums of ``tanh(beta c + h_i)`` (one tanh pass per saddle instead of one per lattice point),
+    evaluated on the same lattice; samples whose Lagrange remainder bound exceeds 1e-12 fall back
+    to the quadrature (``_taylor_integrals``). ``beta = 0`` is the independent-spin case
+    ``<a_i> = tanh(h_i)``. Stable for
     ``alpha_bar`` from ``1e-12`` to ``1 - 1e-12`` and ``N`` up to ``1e5`` and beyond.
 
     Parameters

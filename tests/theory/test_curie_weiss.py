@@ -399,3 +399,57 @@ def test_bad_model_parameters_raise():
                  lambda: cw.magnetization_distribution(5, -1.0)):
         with pytest.raises(ValueError):
             call()
+
+
+# ------------------------------------------------------------------------------------------
+# fast large-N path (Taylor expansion around the saddles) against the lattice quadrature
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("N", [256, 1000, 10000])
+@pytest.mark.parametrize("beta", [0.5, 1.0, 1.5, 2.0])
+@pytest.mark.parametrize("h", [0.0, 0.01])
+def test_taylor_path_equals_quadrature(N, beta, h, monkeypatch):
+    from physdiff.spins import sample_curie_weiss
+    rng = np.random.default_rng(N + int(100 * beta) + int(1000 * h))
+    lam = cw.top_eigenvalue(N, beta, h)
+    abs_ = [a for a in (1e-4, 1 / lam, 0.01, 0.3, 0.9, 0.999) if a < 1]
+    n = 2 if N == 10000 else 3
+    xs, ab = [], []
+    for a in abs_:
+        data = sample_curie_weiss(N, beta, h, n, seed=rng).astype(np.float64)
+        xs += [diffuse(data, a, rng), rng.standard_normal((1, N))]
+        ab += [a] * (n + 1)
+    x, ab = np.concatenate(xs), np.array(ab)
+    monkeypatch.setattr(cw, "_METHOD", "quadrature")
+    sq, lq = cw.score(x, ab, beta, h), cw.log_density(x, ab, beta, h)
+    monkeypatch.setattr(cw, "_METHOD", "taylor")
+    st, lt = cw.score(x, ab, beta, h), cw.log_density(x, ab, beta, h)
+    # relative 1e-9 in the score; absolute floor 1e-9 / sqrt(Delta), the score's natural scale
+    err = np.abs(st - sq)
+    assert np.all(err <= 1e-9 * np.abs(sq) + 1e-9 / np.sqrt(1 - ab)[:, None]), err.max()
+    np.testing.assert_allclose(lt, lq, rtol=1e-12, atol=1e-9)
+
+
+def test_taylor_path_is_used_at_large_N():
+    """The certified expansion covers most samples at N = 1000, beta = 1.5 (else no speed-up)."""
+    rng = np.random.default_rng(3)
+    N, beta = 1000, 1.5
+    for a in (1 / cw.top_eigenvalue(N, beta), 0.01, 0.9):
+        x = diffuse(sample_data(40, N, beta, 0.0, rng), a, rng)
+        _, _, _, Hc = cw._hs_geometry(N, beta)
+        H = np.clip(math.sqrt(a) * x / (1 - a), -Hc, Hc)
+        lI, mean, ok = cw._taylor_integrals(H, beta, True)
+        assert ok.mean() >= 0.9
+        _, mq = cw._hs_quadrature(H[ok], beta, True)
+        np.testing.assert_allclose(mean[ok], mq, rtol=0, atol=1e-11)
+
+
+def test_derivative_polynomials_are_tanh_derivatives():
+    C, B = cw._dpoly(6)
+    u = np.linspace(-3, 3, 61)
+    tau = np.tanh(u)
+    sech2 = 1 - tau ** 2
+    exact = [tau, sech2, -2 * tau * sech2, sech2 * (6 * tau ** 2 - 2)]
+    for k, e in enumerate(exact):
+        np.testing.assert_allclose(np.polynomial.polynomial.polyval(tau, C[k]), e, atol=1e-14)
+    assert B[1] == pytest.approx(1.01, rel=1e-6) and B[0] == pytest.approx(1.01, rel=1e-6)
