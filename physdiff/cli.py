@@ -83,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--N", type=int, default=1000)
     p.add_argument("--beta", type=float, default=1.5)
     p.add_argument("--h", type=float, default=0.0)
-    p.add_argument("--T", type=int, default=1000, help="steps of the linear 1e-4..0.02 schedule (rescaled)")
-    p.add_argument("--n-pairs", type=int, default=4000, help="clone pairs per branch step")
+    p.add_argument("--T", type=int, default=100, help="steps of Ho et al.'s linear schedule rescaled to T "
+                   "(ends at t = 5.06); default 100")
+    p.add_argument("--n-pairs", type=int, default=1500, help="clone pairs of the cloning experiment (default 1500; "
+                   "Biroli et al. used >= 4000, about 8 minutes at N = 1000)")
     _add_common(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser

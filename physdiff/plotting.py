@@ -155,8 +155,7 @@ def plot_magnetization_trajectories(ds: xr.Dataset, path, *, speciation_time: fl
     if ts is not None:
         ax.axvline(float(ts), color="k", ls="--", lw=1, label=f"t_S = {float(ts):.2f}")
         ax.legend(fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("physical time t (reverse runs right to left)")
+    ax.set_xlabel("physical time t (the reverse process runs from left to right)")
     ax.set_ylabel(r"$\mu = \sum_i x_i/\sqrt{N}$")
     ax.invert_xaxis()
     ax.set_title(ds.attrs.get("title", "reverse trajectories of the magnetization"), fontsize=9)

@@ -36,8 +36,8 @@ def study_schedule(T: int):
     return make_schedule("linear", T, beta_start=min(1e-4 * 1000 / T, 0.5), beta_end=min(0.02 * 1000 / T, 0.5))
 
 
-def curie_weiss_study(out, *, N: int = 1000, beta: float = 1.5, h: float = 0.0, T: int = 1000,
-                      n_pairs: int = 4000, n_forward: int = 10000, n_trajectories: int = 200,
+def curie_weiss_study(out, *, N: int = 1000, beta: float = 1.5, h: float = 0.0, T: int = 100,
+                      n_pairs: int = 1500, n_forward: int = 10000, n_trajectories: int = 200,
                       seed: int = 0, force: bool = False, progress: bool = True, log=print,
                       command: str | None = None) -> dict:
     """Run the Curie-Weiss study and write its Datasets and figures into ``out``.
@@ -50,7 +50,8 @@ def curie_weiss_study(out, *, N: int = 1000, beta: float = 1.5, h: float = 0.0, 
     T : int
         Steps of the reverse/forward chains (linear schedule rescaled to end at t = 5.06).
     n_pairs : int
-        Clone pairs of the cloning experiment ([BBBM24] used >= 4000 trajectories).
+        Clone pairs of the cloning experiment. [BBBM24] used >= 4000 trajectories; the default 1500
+        keeps the N = 1000 study under 5 minutes on 2 CPU cores (binomial error ~0.011 on phi).
     n_forward : int
         Spin configurations pushed through the forward chain for the histograms.
     n_trajectories : int
@@ -96,7 +97,8 @@ def curie_weiss_study(out, *, N: int = 1000, beta: float = 1.5, h: float = 0.0, 
     mus = traj.sum(axis=2) / np.sqrt(N)  # (steps, n)
     del traj
     edges = np.linspace(-6, 6, 61)
-    hist = np.stack([np.histogram(m, bins=edges, density=True)[0] for m in mus])
+    # normalised by all samples (not only those inside the range), so it estimates P_t(mu) itself
+    hist = np.stack([np.histogram(m, bins=edges)[0] for m in mus]) / (n_forward * np.diff(edges)[0])
     ab_f = sched.alpha_bar[steps]
     P_exact = np.exp(-cw.potential(mu, ab_f, N, beta, h, kind="density"))
     fwd = xr.Dataset(
