@@ -7,6 +7,7 @@ Commands (each writes into ``--out``, creating it; nothing is overwritten withou
     physdiff train curie-weiss --N N --beta B [--h H] [--n-train P]
     physdiff sample CHECKPOINT_DIR -n 64 --out FILE.nc
     physdiff study curie-weiss --N N --beta B [--h H] [--T T]
+    physdiff study phase-transition CHECKPOINT_DIR [CHECKPOINT_DIR ...]
 """
 
 from __future__ import annotations
@@ -89,6 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "Biroli et al. used >= 4000, about 8 minutes at N = 1000)")
     _add_common(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p = ssub.add_parser("phase-transition", help="a trained Curie-Weiss DDPM against the exact theory: scores, "
+                        "potentials, autoencoder energies, speciation, state weights, memorisation")
+    p.add_argument("checkpoint", nargs="+", help="Curie-Weiss checkpoint dir(s); several (one per --n-train P) "
+                   "give the scan in P")
+    p.add_argument("--linear", default=None, help="checkpoint of the same model with linear hidden units "
+                   "(default: CHECKPOINT_linear if it exists)")
+    p.add_argument("--n-eval", type=int, default=400, help="forward samples per step for the score comparison")
+    p.add_argument("--n-potential", type=int, default=10000, help="forward samples for the potentials")
+    p.add_argument("--n-pairs", type=int, default=2000, help="clone pairs, learned model")
+    p.add_argument("--n-pairs-exact", type=int, default=1000, help="clone pairs, exact score")
+    p.add_argument("--n-generate", type=int, default=2000, help="generated samples for state weights")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    _add_common(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
@@ -118,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
             experiments.curie_weiss_study(args.out, N=args.N, beta=args.beta, h=args.h, T=args.T,
                                           n_pairs=args.n_pairs, seed=args.seed, force=args.force,
                                           progress=progress, command=command)
+        elif args.command == "study" and args.study == "phase-transition":
+            experiments.phase_transition_study(
+                args.checkpoint, args.out, linear=args.linear, seed=args.seed, n_eval=args.n_eval,
+                n_potential=args.n_potential, n_pairs=args.n_pairs, n_pairs_exact=args.n_pairs_exact,
+                n_generate=args.n_generate, device=args.device, force=args.force, progress=progress,
+                command=command)
     except (ValueError, FileNotFoundError, FileExistsError, PhysdiffError) as exc:
         print(f"physdiff: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,27 @@
+"""The per-timestep autoencoder DDPM of [Thesis], in torch.
+
+``T`` independent Linear-ReLU-Linear noise predictors, one per diffusion step, stored as stacked
+tensors and trained many at a time with batched matmuls::
+
+    from physdiff import ddpm
+    config = ddpm.get_config("swiss-roll-2", "quick")
+    model = ddpm.train(x0, config)           # x0: (n, d) float32
+    x = model.sample(256, seed=0)            # (256, d) float32, via physdiff.reverse.reverse_chain
+    model.save("run/")                       # model.safetensors + config.json, atomic
+    model = ddpm.load("run/")
+
+Rooms: :mod:`.model` (StackedAutoencoders), :mod:`.train` (TrainConfig, PRESETS, get_config, train,
+StackedAdam), :mod:`.sample` (DDPM: eps, score, sample, reconstruct, inpaint), :mod:`.checkpoint`.
+
+References
+----------
+[Thesis] Bustinduy de la Guerra (2024), Out-of-Equilibrium Machine Learning (UCM).
+[Ho20] Ho, Jain, Abbeel (2020), Denoising Diffusion Probabilistic Models, arXiv:2006.11239.
+"""
+
+from .model import StackedAutoencoders
+from .sample import DDPM, load
+from .train import PRESETS, StackedAdam, TrainConfig, get_config, loss_weights, train
+
+__all__ = ["train", "TrainConfig", "PRESETS", "get_config", "DDPM", "load", "StackedAutoencoders",
+           "StackedAdam", "loss_weights"]

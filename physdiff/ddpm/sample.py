@@ -1,0 +1,382 @@
+"""The trained model as a noise predictor: sampling, scores, reconstruction and inpainting.
+
+A :class:`DDPM` exposes its nets as ``eps_fn(x_t, t)``, the same door through which the exact
+Curie-Weiss score enters :mod:`physdiff.reverse`; sampling therefore runs the very code that the
+exact score runs (:func:`physdiff.reverse.reverse_chain`), on the model's torch device.
+
+References
+----------
+[Ho20] Ho, Jain, Abbeel (2020), arXiv:2006.11239: Algorithm 2 (sampling), eq. 4 (closed-form jump).
+[Thesis] Bustinduy de la Guerra (2024): reconstruction from a diffused image, inpainting.
+[Lug22] Lugmayr et al. (2022), RePaint, arXiv:2201.09865, eq. 8 (known pixels from q(x_{t-1}|x0)).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .._util import SeedLike, as_generator, as_samples, check_positive_int
+from ..reverse import NoiseSource, reverse_chain, reverse_step
+from ..schedules import Schedule
+from .model import StackedAutoencoders
+from .train import SIGMAS, TrainConfig
+
+__all__ = ["DDPM", "load"]
+
+
+class DDPM:
+    """A trained per-timestep autoencoder DDPM: nets, schedule, config and training record.
+
+    Built by :func:`physdiff.ddpm.train` or :func:`physdiff.ddpm.load`.
+
+    Attributes
+    ----------
+    model : StackedAutoencoders
+        The ``T`` nets (torch, on :attr:`device`).
+    schedule : Schedule
+    config : TrainConfig
+    data : dict
+        Training-data metadata: ``n``, ``d``, ``sha256`` of the float32 data, and what the caller
+        gave (``dataset``, ``image_shape``, ``digits``, ...).
+    loss_history : ndarray float64 (epochs, T)
+        Per-epoch mean training loss of every net (NaN where not trained yet).
+    epochs_done : ndarray int64 (T,)
+        Epochs completed by each net.
+    train_seconds : float
+        Wall time spent training (summed over resumed runs).
+    """
+
+    def __init__(self, model: StackedAutoencoders, schedule: Schedule, config: TrainConfig, *,
+                 data: dict | None = None, loss_history: np.ndarray | None = None,
+                 epochs_done: np.ndarray | None = None, train_seconds: float = 0.0):
+        if model.T != schedule.T:
+            raise ValueError(f"model has T={model.T} nets but the schedule has T={schedule.T} steps")
+        self.model = model
+        self.schedule = schedule
+        self.config = config
+        self.data = dict(data or {"n": None, "d": model.d})
+        self.loss_history = (np.full((config.epochs, model.T), np.nan) if loss_history is None
+                             else np.asarray(loss_history, dtype=np.float64))
+        self.epochs_done = (np.full(model.T, config.epochs, dtype=np.int64) if epochs_done is None
+                            else np.asarray(epochs_done, dtype=np.int64))
+        self.train_seconds = float(train_seconds)
+        self._train_state: dict | None = None  # Adam moments of a part-trained chunk (resume)
+
+    # ---- properties -------------------------------------------------------------------------------
+    @property
+    def T(self) -> int:
+        """Number of diffusion steps (nets)."""
+        return self.model.T
+
+    @property
+    def d(self) -> int:
+        """Data dimension."""
+        return self.model.d
+
+    @property
+    def image_shape(self) -> tuple[int, ...] | None:
+        """Shape of one image (e.g. (28, 28)) if the data are images, else None."""
+        s = self.data.get("image_shape")
+        return None if s is None else tuple(int(v) for v in s)
+
+    @property
+    def device(self) -> torch.device:
+        """The torch device of the nets."""
+        return self.model.W1.device
+
+    @property
+    def trained(self) -> bool:
+        """Whether every net has completed ``config.epochs`` epochs."""
+        return bool(np.all(self.epochs_done >= self.config.epochs))
+
+    def to(self, device) -> "DDPM":
+        """Move the nets to ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``); returns self."""
+        from .train import resolve_device
+
+        self.model.to(resolve_device(device))
+        return self
+
+    def __repr__(self) -> str:
+        return (f"DDPM(T={self.T}, d={self.d}, hidden={self.model.hidden}, activation={self.model.activation!r}, "
+                f"epochs={int(self.epochs_done.min())}/{self.config.epochs}, device={self.device})")
+
+    # ---- the noise predictor ---------------------------------------------------------------------
+    def _check_t(self, t, n: int):
+        if isinstance(t, (int, np.integer)) and not isinstance(t, bool):
+            if not 1 <= int(t) <= self.T:
+                raise ValueError(f"step t must lie in 1..{self.T}, got {int(t)}")
+            return int(t)
+        if isinstance(t, torch.Tensor) and t.ndim == 0:
+            return self._check_t(int(t), n)
+        arr = np.asarray(t.cpu() if isinstance(t, torch.Tensor) else t)
+        if arr.ndim == 0:
+            return self._check_t(arr.item(), n) if arr.dtype.kind in "iu" else self._bad_t(arr)
+        if arr.dtype.kind not in "iu":
+            self._bad_t(arr)
+        if arr.shape != (n,):
+            raise ValueError(f"t must be an int or have shape ({n},) (one step per sample), got {arr.shape}")
+        if arr.min() < 1 or arr.max() > self.T:
+            raise ValueError(f"steps t must lie in 1..{self.T}, got range [{arr.min()}, {arr.max()}]")
+        return arr.astype(np.int64)
+
+    @staticmethod
+    def _bad_t(arr):
+        raise ValueError(f"t must be an integer step or an integer array, got dtype {arr.dtype}")
+
+    def eps(self, x_t, t):
+        """Predicted noise ``eps_theta(x_t, t)`` [Ho20, eq. 11].
+
+        Parameters
+        ----------
+        x_t : array (n, d) or (d,), numpy or torch, float
+            States at step ``t``.
+        t : int or int array (n,)
+            Steps in ``1..T`` (one per sample, or one for all).
+
+        Returns
+        -------
+        array like ``x_t``
+            numpy in -> numpy out (the input's float dtype; computed in float32); torch in -> torch
+            out on the input's device and dtype. Shape (n, d), or (d,) for a 1-D input.
+
+        Raises
+        ------
+        ValueError
+            Wrong shape, non-finite numpy input, or steps outside ``1..T``.
+        """
+        is_torch = isinstance(x_t, torch.Tensor)
+        squeeze = getattr(x_t, "ndim", None) == 1
+        if is_torch:
+            x = x_t[None] if squeeze else x_t
+            if x.ndim != 2 or x.shape[1] != self.d:
+                raise ValueError(f"x_t must have shape (n, {self.d}), got {tuple(x_t.shape)}")
+            out_dtype, out_device = x.dtype, x.device
+            xin = x.to(device=self.device, dtype=self.model.W1.dtype)
+        else:
+            x = as_samples("x_t", x_t, d=self.d)
+            out_dtype = x.dtype if x.dtype.kind == "f" else np.float32
+            xin = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        tt = self._check_t(t, x.shape[0])
+        with torch.no_grad():
+            e = self.model.eps(xin, tt)
+        if is_torch:
+            e = e.to(device=out_device, dtype=out_dtype)
+        else:
+            e = e.cpu().numpy().astype(out_dtype, copy=False)
+        return e[0] if squeeze else e
+
+    def score(self, x_t, t):
+        """Learned score ``-eps_theta(x_t, t) / sqrt(1 - alpha_bar_t)`` (DESIGN.md "Score").
+
+        Same shapes, kinds and errors as :meth:`eps`.
+        """
+        e = self.eps(x_t, t)
+        tt = self._check_t(t, e.shape[0] if e.ndim == 2 else 1)
+        ab = self.schedule.alpha_bar[tt]
+        scale = 1.0 / np.sqrt(1.0 - ab)
+        if np.ndim(scale):
+            scale = scale[:, None]
+            if isinstance(e, torch.Tensor):
+                scale = torch.as_tensor(scale, dtype=e.dtype, device=e.device)
+            else:
+                scale = scale.astype(e.dtype)
+        else:
+            scale = float(scale)
+        return -e * scale
+
+    @property
+    def eps_fn(self):
+        """``eps_fn(x_t, t) -> eps`` for :mod:`physdiff.reverse` (numpy or torch, ``t`` an int step)."""
+        return self.eps
+
+    # ---- generation ------------------------------------------------------------------------------
+    def _sigma(self, sigma):
+        sigma = self.config.sigma if sigma is None else sigma
+        if sigma not in SIGMAS:
+            raise ValueError(f"sigma must be one of {SIGMAS} or None (the config's), got {sigma!r}")
+        return sigma
+
+    def default_trajectory_steps(self, k: int = 11) -> np.ndarray:
+        """``k`` steps evenly spaced from ``T`` down to 0 (the default ``steps`` of :meth:`sample`)."""
+        return np.unique(np.round(np.linspace(0, self.T, k)).astype(np.int64))[::-1].copy()
+
+    def _noise(self, rng: np.random.Generator, n: int) -> torch.Tensor:
+        return torch.from_numpy(rng.standard_normal((n, self.d), dtype=np.float32)).to(self.device)
+
+    def sample(self, n: int, seed: SeedLike = None, return_trajectory: bool = False,
+               steps: Sequence[int] | None = None, sigma: str | None = None, progress: bool = False):
+        """Generate ``n`` samples by ancestral sampling [Ho20, Algorithm 2].
+
+        ``x_T ~ N(0, I)`` (numpy, from ``seed``), then :func:`physdiff.reverse.reverse_chain` with this
+        model's :attr:`eps_fn`, run in torch on the model's device.
+
+        Parameters
+        ----------
+        n : int
+            Number of samples, >= 1.
+        seed : int, Generator or None
+            Equal seeds give equal samples (on the same machine and device).
+        return_trajectory : bool
+            Also return the states at ``steps``.
+        steps : sequence of int, optional
+            Steps in ``0..T`` to record; default :meth:`default_trajectory_steps` (11 steps from
+            ``T`` to 0).
+        sigma : {"beta", "posterior"}, optional
+            Reverse-step variance; default ``config.sigma``.
+        progress : bool
+            tqdm bar over the reverse steps.
+
+        Returns
+        -------
+        x : ndarray float32 (n, d)
+        trajectory : ndarray float32 (len(steps), n, d)
+            Only with ``return_trajectory``; in the order of ``steps``.
+
+        Raises
+        ------
+        ValueError
+            ``n < 1``, steps outside ``0..T`` or an unknown ``sigma``.
+        """
+        n = check_positive_int("n", n)
+        sigma = self._sigma(sigma)
+        rng = as_generator(seed)
+        if return_trajectory and steps is None:
+            steps = self.default_trajectory_steps()
+        record = None if not return_trajectory else [int(s) for s in steps]
+        x_T = self._noise(rng, n)
+        out = reverse_chain(self.eps_fn, x_T, self.schedule, seed=rng, sigma=sigma, record=record,
+                            progress=progress)
+        if record is None:
+            return out.cpu().numpy().astype(np.float32, copy=False)
+        x, traj = out
+        return x.cpu().numpy().astype(np.float32, copy=False), traj.cpu().numpy().astype(np.float32, copy=False)
+
+    def _diffuse(self, x0: torch.Tensor, t: int, rng: np.random.Generator) -> torch.Tensor:
+        """Closed-form jump ``sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps`` [Ho20, eq. 4]."""
+        ab = float(self.schedule.alpha_bar[t])
+        return float(np.sqrt(ab)) * x0 + float(np.sqrt(1.0 - ab)) * self._noise(rng, x0.shape[0])
+
+    def reconstruct(self, x0, t_start: int, seed: SeedLike = None, sigma: str | None = None) -> np.ndarray:
+        """Diffuse ``x0`` to step ``t_start`` with the closed form, then run the reverse chain back to 0.
+
+        The thesis' reconstruction experiment: reliable up to about ``t = 400`` of 1000 for MNIST.
+
+        Parameters
+        ----------
+        x0 : array (n, d) or (d,), float
+        t_start : int
+            In ``0..T``; ``t_start = 0`` returns ``x0`` (as float32) unchanged.
+        seed : int, Generator or None
+        sigma : {"beta", "posterior"}, optional
+
+        Returns
+        -------
+        ndarray float32 (n, d)
+
+        Raises
+        ------
+        ValueError
+            Wrong shape, non-finite ``x0`` or ``t_start`` outside ``0..T``.
+        """
+        x0 = as_samples("x0", x0, d=self.d).astype(np.float32, copy=False)
+        t_start = check_positive_int("t_start", t_start, minimum=0)
+        if t_start > self.T:
+            raise ValueError(f"t_start must lie in 0..{self.T}, got {t_start}")
+        sigma = self._sigma(sigma)
+        if t_start == 0:
+            return x0.copy()
+        rng = as_generator(seed)
+        x_t = self._diffuse(torch.from_numpy(np.ascontiguousarray(x0)).to(self.device), t_start, rng)
+        x = reverse_chain(self.eps_fn, x_t, self.schedule, t_start=t_start, seed=rng, sigma=sigma)
+        return x.cpu().numpy().astype(np.float32, copy=False)
+
+    def inpaint(self, x0, known_mask, seed: SeedLike = None, sigma: str | None = None,
+                progress: bool = False) -> np.ndarray:
+        """Generate the unknown entries of ``x0`` given the known ones.
+
+        Reverse chain from ``x_T ~ N(0, I)``; after every step ``t -> t-1`` the known entries are
+        replaced by a forward sample of the known data at that step's noise level,
+        ``sqrt(alpha_bar_{t-1}) x0 + sqrt(1 - alpha_bar_{t-1}) eps`` [Lug22, eq. 8, without
+        resampling], so the model only ever sees states consistent with the noise level. At step 0
+        the known entries are ``x0`` exactly.
+
+        Parameters
+        ----------
+        x0 : array (n, d) or (d,), float
+            Data whose unknown entries are ignored (they may hold anything finite).
+        known_mask : bool array (d,) or (n, d)
+            True where ``x0`` is known (kept).
+        seed : int, Generator or None
+        sigma : {"beta", "posterior"}, optional
+        progress : bool
+
+        Returns
+        -------
+        ndarray float32 (n, d)
+            Equal to ``x0`` (as float32) wherever ``known_mask`` is True.
+
+        Raises
+        ------
+        ValueError
+            Wrong shapes, a non-boolean mask or non-finite ``x0``.
+        """
+        x0 = as_samples("x0", x0, d=self.d).astype(np.float32, copy=False)
+        n = x0.shape[0]
+        mask = np.asarray(known_mask)
+        if mask.dtype != bool:
+            raise ValueError(f"known_mask must be a boolean array, got dtype {mask.dtype}")
+        if mask.shape not in ((self.d,), (n, self.d)):
+            raise ValueError(f"known_mask must have shape ({self.d},) or ({n}, {self.d}), got {mask.shape}")
+        mask = np.broadcast_to(mask, x0.shape)
+        sigma = self._sigma(sigma)
+        rng = as_generator(seed)
+        x0_t = torch.from_numpy(np.ascontiguousarray(x0)).to(self.device)
+        m = torch.from_numpy(np.array(mask, dtype=bool)).to(self.device)
+        x = torch.where(m, self._diffuse(x0_t, self.T, rng), self._noise(rng, n))
+        noise = NoiseSource(x, rng)
+        steps = range(self.T, 0, -1)
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc="inpainting", unit="step", leave=False)
+        for t in steps:
+            z = noise.normal(x) if t > 1 else None
+            x = reverse_step(x, self.eps(x, t), t, self.schedule, z, sigma)
+            known = x0_t if t == 1 else self._diffuse(x0_t, t - 1, rng)
+            x = torch.where(m, known, x)
+        out = x.cpu().numpy().astype(np.float32, copy=False)
+        out[mask] = x0[mask]  # exact, whatever the float arithmetic did
+        return out
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the checkpoint directory ``path`` atomically (see :mod:`.checkpoint`)."""
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint(self, path)
+
+
+def load(path, device=None) -> DDPM:
+    """Load a :class:`DDPM` saved by :meth:`DDPM.save` (safetensors + JSON; never pickle).
+
+    Parameters
+    ----------
+    path : str or Path
+        Checkpoint directory.
+    device : str, optional
+        ``"auto"``, ``"cpu"``, ``"cuda"``; default: the saved config's device resolved here
+        (``"auto"`` -> cuda if available).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` or one of its files is missing.
+    PhysdiffError
+        Corrupt or inconsistent files.
+    """
+    from .checkpoint import load_checkpoint
+
+    return load_checkpoint(path, device=device)
