@@ -134,6 +134,58 @@ class StackedAutoencoders(nn.Module):
                 w = torch.empty(p.shape[1:], dtype=p.dtype).uniform_(-bound, bound, generator=g)
                 p[i].copy_(w)
 
+    @torch.no_grad()
+    def init_gaussian(self, mean, cov, alpha_bar, bound: float, n_sigma: float = 8.0) -> None:
+        """Start every net as the exact noise predictor of Gaussian data ``N(mean, cov)``.
+
+        For ``x0 ~ N(mean, C)`` the optimal predictor at step ``t`` is affine,
+        ``eps*(x) = A_t (x - s mean)`` with ``A_t = sqrt(Delta) (s^2 C + Delta I)^{-1}``,
+        ``s = sqrt(alpha_bar_t)``, ``Delta = 1 - alpha_bar_t`` (Tweedie with the Gaussian posterior;
+        the same ``A`` as :func:`physdiff.theory.autoencoder.linear_denoiser_optimum`). A
+        Linear-ReLU-Linear net realises it exactly with ``d`` shifted units,
+        ``relu(x + c) = x + c`` for ``x > -c``: ``W1[:, :d] = I``, ``b1[:d] = c``, ``W2[:d] = A_t``,
+        ``b2 = -(c + s mean) A_t``, with ``c = s * bound + n_sigma * sqrt(Delta)`` beyond the range of
+        ``x_t``. The other ``H - d`` units keep their random first layer and get a zero second layer,
+        so they start silent and learn the non-Gaussian part of the data. The model starts as the
+        linear (Gaussian) DDPM of the thesis' Annex II and training departs from it.
+
+        Parameters
+        ----------
+        mean : array (d,)
+        cov : array (d, d), symmetric positive semi-definite
+        alpha_bar : array (T,)
+            ``alpha_bar`` of steps ``1..T``.
+        bound : float
+            ``max |x0|`` over the data.
+
+        Raises
+        ------
+        ValueError
+            ``hidden < d`` (the affine map needs ``d`` units), or shapes that do not match.
+        """
+        d, H, T = self.d, self.hidden, self.T
+        if H < d:
+            raise ValueError(f"init='gaussian' needs hidden >= d to represent the affine predictor; "
+                             f"got hidden={H} < d={d}")
+        mean = np.asarray(mean, dtype=np.float64)
+        cov = np.asarray(cov, dtype=np.float64)
+        alpha_bar = np.asarray(alpha_bar, dtype=np.float64)
+        if mean.shape != (d,) or cov.shape != (d, d) or alpha_bar.shape != (T,):
+            raise ValueError(f"expected mean ({d},), cov ({d}, {d}), alpha_bar ({T},); got {mean.shape}, "
+                             f"{cov.shape}, {alpha_bar.shape}")
+        lam, U = np.linalg.eigh(0.5 * (cov + cov.T))
+        lam = np.clip(lam, 0.0, None)
+        eye = torch.eye(d, dtype=self.W1.dtype)
+        for i, ab in enumerate(alpha_bar):
+            s, delta = np.sqrt(ab), 1.0 - ab
+            A = (U * (np.sqrt(delta) / (s * s * lam + delta))) @ U.T
+            c = s * bound + n_sigma * np.sqrt(delta)
+            self.W1[i, :, :d].copy_(eye)
+            self.b1[i, :d].fill_(c)
+            self.W2[i, :d, :].copy_(torch.as_tensor(A, dtype=self.W2.dtype))
+            self.W2[i, d:, :].zero_()
+            self.b2[i].copy_(torch.as_tensor(-(c + s * mean) @ A, dtype=self.b2.dtype))
+
     def extra_repr(self) -> str:
         return f"T={self.T}, d={self.d}, hidden={self.hidden}, activation={self.activation!r}"
 

@@ -40,6 +40,7 @@ import torch
 from .._util import PhysdiffError, as_samples, check_positive_int, check_real
 from ..schedules import SCHEDULES, Schedule
 from .model import ACTIVATIONS, StackedAutoencoders, _seed_for, apply_nets
+INITS = ("random", "gaussian")
 
 __all__ = ["TrainConfig", "PRESETS", "get_config", "train", "StackedAdam", "loss_weights", "resolve_device"]
 
@@ -113,6 +114,11 @@ class TrainConfig:
     sigma : {"beta", "posterior"}
         Reverse-step variance ``sigma_t^2`` (``beta_t`` or ``beta_tilde_t`` [Ho20, Sec. 3.2]), used by
         sampling and by the weighted loss.
+    init : {"random", "gaussian"}
+        ``"random"``: every net initialised like ``nn.Linear``. ``"gaussian"``: every net starts as the
+        exact noise predictor of the Gaussian fit ``N(mean, cov)`` of the training data (see
+        :meth:`StackedAutoencoders.init_gaussian`), so training learns only the non-Gaussian part;
+        needs ``hidden >= d``.
     n_train : int or None
         Number of training points the preset was tuned for (informational: the CLI uses it to
         generate synthetic data; :func:`train` uses every row of ``x0``).
@@ -133,6 +139,7 @@ class TrainConfig:
     device: str = "auto"
     sigma: str = "beta"
     n_train: int | None = None
+    init: str = "random"
 
     def __post_init__(self) -> None:
         if not isinstance(self.schedule, dict) or "name" not in self.schedule:
@@ -161,6 +168,8 @@ class TrainConfig:
             check_positive_int("seed", self.seed, minimum=0)
         if self.n_train is not None:
             check_positive_int("n_train", self.n_train)
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if not isinstance(self.device, str):
             raise ValueError(f"device must be a string ('auto', 'cpu', 'cuda'), got {self.device!r}")
         self.make_schedule()  # validates the schedule
@@ -590,6 +599,10 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
         data = {**meta, "n": int(n), "d": int(d), "sha256": fingerprint}
         schedule = config.make_schedule()
         model = StackedAutoencoders(config.T, d, config.hidden, config.activation, seed=config.seed, device=device)
+        if config.init == "gaussian":
+            x64 = x0.astype(np.float64)
+            model.init_gaussian(x64.mean(axis=0), np.cov(x64, rowvar=False), schedule.alpha_bar[1:],
+                                bound=float(np.abs(x64).max()))
         ddpm = DDPM(model, schedule, config, data=data,
                     loss_history=np.full((config.epochs, config.T), np.nan),
                     epochs_done=np.zeros(config.T, dtype=np.int64))
