@@ -2,7 +2,9 @@
 
 Rooms (see DESIGN.md): ``schedules``, ``forward`` (numba), ``spins`` (numba), ``theory`` (numpy +
 scipy), ``reverse``, ``datasets``, ``ddpm`` (torch, imported lazily), ``metrics``, ``results``,
-``plotting`` and the ``physdiff`` command line.
+``plotting`` and the ``physdiff`` command line (``cli``, with the pipelines in ``experiments``).
+Sohl-Dickstein et al. (2015)'s experiments live in ``binomial`` (numba binomial diffusion) and
+``sd15`` (torch, the bound K); the thesis' perceptron baseline in ``baselines``.
 """
 
 from importlib.metadata import PackageNotFoundError, version as _version
