@@ -37,6 +37,8 @@ def _add_train_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=None, help="override the preset's hidden size")
     p.add_argument("--activation", default=None, choices=["relu", "linear"], help="hidden units (default relu)")
     p.add_argument("--loss", default=None, choices=["simple", "weighted"], help="Ho et al. L_simple or eq. 12")
+    p.add_argument("--init", default=None, choices=["random", "gaussian"],
+                   help="initialise the nets at random or at the exact eps of the data's Gaussian fit")
     p.add_argument("--n-samples", type=int, default=256, help="samples generated after training (default 256)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run found in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.dataset, args.out, preset=args.preset, seed=args.seed, device=args.device, force=args.force,
                 resume=args.resume, progress=progress, n_samples=args.n_samples, command=command,
                 overrides=dict(epochs=args.epochs, T=args.T, hidden=args.hidden, activation=args.activation,
-                               loss=args.loss), **data_kw)
+                               loss=args.loss, init=args.init), **data_kw)
         elif args.command == "sample":
             experiments.sample_job(args.checkpoint, args.out, n=args.n, seed=args.seed, device=args.device,
                                    sigma=args.sigma, force=args.force, progress=progress, command=command)

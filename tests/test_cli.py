@@ -37,7 +37,7 @@ def test_train_swiss_roll_writes_every_output_and_sample_reads_it(tmp_path, caps
 def test_train_mnist_tiny(tmp_path, mnist_dir):
     out = tmp_path / "mnist"
     assert main(["train", "mnist", "--data-dir", str(mnist_dir), "--out", str(out), "--digits", "0", "1",
-                 *TINY, "--epochs", "1", "--hidden", "8"]) == 0
+                 *TINY, "--epochs", "1", "--hidden", "8", "--init", "random"]) == 0
     with xr.open_dataset(out / "samples.nc") as ds:
         assert ds["image"].shape == (64, 28, 28)
         for key in ("share_in_digits", "copy_share", "confidence"):
