@@ -67,3 +67,13 @@ def test_bad_shapes():
         results.score_comparison_dataset(np.ones((2, 3, 4)), np.ones((2, 3, 5)), t=[1, 2], alpha_bar=[0.5, 0.4])
     with pytest.raises(FileNotFoundError):
         results.open_dataset("/nonexistent/file.nc")
+
+
+def test_written_files_have_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    path = results.write_dataset(results.loss_dataset(np.ones((2, 3))), tmp_path / "l.nc")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

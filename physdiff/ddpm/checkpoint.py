@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .._util import PhysdiffError
+from .._util import _umask, PhysdiffError
 from ..schedules import Schedule
 from .model import PARAM_NAMES, StackedAutoencoders
 
@@ -116,6 +116,7 @@ def save_checkpoint(ddpm, path) -> Path:
         raise ValueError(f"checkpoint path {path} exists and is not a directory; choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the checkpoint gets the usual permissions
     try:
         m = ddpm.model
         tensors = {name: _to_cpu(getattr(m, name)) for name in PARAM_NAMES}
@@ -146,6 +147,9 @@ def save_checkpoint(ddpm, path) -> Path:
             "train_seconds": float(ddpm.train_seconds),
             "train_state": state_meta,
         }
+        for f in (MODEL_FILE, STATE_FILE):
+            if (tmp / f).exists():
+                os.chmod(tmp / f, 0o666 & ~_umask())
         with open(tmp / CONFIG_FILE, "w") as f:
             json.dump(meta, f, indent=2, allow_nan=True)
             f.write("\n")

@@ -49,3 +49,4 @@ def test_gaussian_init_needs_hidden_at_least_d():
         net.init_gaussian(np.zeros(4), np.eye(4), np.array([0.9, 0.5, 0.1]), bound=1.0)
     with pytest.raises(ValueError, match="init must be one of"):
         ddpm.TrainConfig(init="zeros")
+

@@ -261,3 +261,16 @@ def test_cuda_training_sampling_and_round_trip(tmp_path):
     cpu = ddpm.load(tmp_path / "ck", device="cpu")
     assert torch.equal(cpu.model.W1, m.model.W1.cpu())
     np.testing.assert_allclose(cpu.eps(x0[:8], 5), m.eps(x0[:8], 5), rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoint_directory_has_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    x0 = np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32)
+    model = ddpm.train(x0, ddpm.TrainConfig(T=3, hidden=4, epochs=1, batch=32, device="cpu"), progress=False, log=None)
+    model.save(tmp_path / "ckpt")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE((tmp_path / "ckpt" / "model.safetensors").stat().st_mode) == 0o666 & ~mask
