@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._util import SeedLike, as_generator, check_positive_int
-from .forward import _as_step_array, _rows_per_stream, _stream_seeds32
+from .forward import _as_step_array, _record_slots, _rows_per_stream, _stream_seeds32
 
 __all__ = [
     "binomial_betas",
@@ -261,10 +261,7 @@ def binomial_trajectory(x0, betas, steps, seed: SeedLike = None) -> np.ndarray:
     out = np.empty((steps.size, n, d), dtype=np.int8)
     if steps.size == 0:
         return out
-    t_max = int(steps.max())
-    slot_out = np.argsort(steps, kind="stable").astype(np.int64)
-    slot_start = np.zeros(t_max + 2, dtype=np.int64)
-    np.cumsum(np.bincount(steps, minlength=t_max + 1), out=slot_start[1:])
+    t_max, slot_start, slot_out = _record_slots(steps)
     rows = _rows_per_stream(d * max(1, t_max))
     seeds = _stream_seeds32(seed, -(-n // rows))
     _binomial_trajectory_kernel(x0, b, np.int64(t_max), slot_start, slot_out, seeds, np.int64(rows), out)

@@ -275,6 +275,17 @@ def diffuse(x0, schedule: Schedule, t, seed: SeedLike = None) -> tuple[np.ndarra
     return x_t, eps
 
 
+def _record_slots(steps: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """CSR map from step to output slots for a chain that records ``steps`` (any order, repeats):
+    the slots ``slot_out[slot_start[t]:slot_start[t + 1]]`` receive the state at step ``t``.
+    Returns ``(t_max, slot_start (t_max + 2,), slot_out (len(steps),))``, int64."""
+    t_max = int(steps.max())
+    slot_out = np.argsort(steps, kind="stable").astype(np.int64)
+    slot_start = np.zeros(t_max + 2, dtype=np.int64)
+    np.cumsum(np.bincount(steps, minlength=t_max + 1), out=slot_start[1:])
+    return t_max, slot_start, slot_out
+
+
 def trajectory(x0, schedule: Schedule, steps, seed: SeedLike = None) -> np.ndarray:
     """Run the forward Markov chain step by step from ``x0`` and record chosen steps [Ho20, eq. 2].
 
@@ -330,11 +341,7 @@ def trajectory(x0, schedule: Schedule, steps, seed: SeedLike = None) -> np.ndarr
     out = np.empty((steps.size, n, d), dtype=x0.dtype)
     if steps.size == 0:
         return out
-    t_max = int(steps.max())
-    # CSR map step -> output slots: slot_out[slot_start[t]:slot_start[t+1]] record step t.
-    slot_out = np.argsort(steps, kind="stable").astype(np.int64)
-    slot_start = np.zeros(t_max + 2, dtype=np.int64)
-    np.cumsum(np.bincount(steps, minlength=t_max + 1), out=slot_start[1:])
+    t_max, slot_start, slot_out = _record_slots(steps)
     sqrt_alphas = np.sqrt(schedule.alphas)
     sqrt_betas = np.sqrt(schedule.betas)
     rows = max(_rows_per_stream(d * max(1, t_max)), _rows_per_stream(d, _STEP_ELEMS))
