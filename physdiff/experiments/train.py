@@ -26,9 +26,8 @@ def load_training_data(dataset: str, *, seed=0, digits=(0, 1), data_dir=None, do
     thesis' spiral; ``"curie-weiss"``: exact spin configurations (``N``, ``beta``, ``h`` required).
     """
     if dataset == "mnist":
-        x, labels = datasets.load_mnist(data_dir, split="test", digits=list(digits), download=download)
-        return x, {"dataset": "mnist", "digits": list(digits), "image_shape": MNIST_SHAPE,
-                   "n_train": int(len(x)), "labels": labels}
+        x, _ = datasets.load_mnist(data_dir, split="test", digits=list(digits), download=download)
+        return x, {"dataset": "mnist", "digits": list(digits), "image_shape": MNIST_SHAPE, "n_train": int(len(x))}
     if dataset == "swiss-roll":
         n = n_train or default_n or 10000
         x = datasets.swiss_roll(n, turns=turns, seed=seed)
@@ -42,7 +41,7 @@ def load_training_data(dataset: str, *, seed=0, digits=(0, 1), data_dir=None, do
     raise ValueError(f"unknown dataset {dataset!r}; choose mnist, swiss-roll or curie-weiss")
 
 
-def quality(samples, x_train, meta, *, seed=0, data_dir=None, device="cpu", log=print) -> dict:
+def quality(samples, x_train, meta, *, seed=0, data_dir=None, log=print) -> dict:
     """Quality numbers of ``samples`` for the dataset in ``meta`` (see :mod:`physdiff.metrics`)."""
     ds = meta["dataset"]
     if ds == "mnist":
@@ -89,16 +88,14 @@ def train_job(dataset: str, out, *, preset: str = "quick", seed: int = 0, device
     resume_from = out if resume and (out / "config.json").exists() else None
     if resume and resume_from is None:
         log(f"--resume: no checkpoint in {out}; starting a fresh run")
-    metadata = {k: v for k, v in meta.items() if k != "labels"}
-    model = ddpm.train(x0, config, progress=progress, resume=resume_from, checkpoint=out, metadata=metadata,
-                       log=log)
+    model = ddpm.train(x0, config, progress=progress, resume=resume_from, checkpoint=out, metadata=meta, log=log)
     train_s = time.perf_counter() - t0
     model.save(out)
     t1 = time.perf_counter()
     samples = model.sample(n_samples, seed=seed + 1, progress=progress)
     sample_s = time.perf_counter() - t1
     q = quality(samples, x0, meta, seed=seed, data_dir=data_kw.get("data_dir"), log=log)
-    info = {k: v for k, v in meta.items() if k not in ("labels", "image_shape")}
+    info = {k: v for k, v in meta.items() if k != "image_shape"}
     info.update(preset=preset, train_seconds=round(train_s, 2), sample_seconds=round(sample_s, 2), **_flat(q))
     attrs = results.provenance(seed=seed, command=command, **info)
     image_shape = meta.get("image_shape")
