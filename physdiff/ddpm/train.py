@@ -197,6 +197,11 @@ class TrainConfig:
             scale = ref / self.T
             s["beta_start"] = s.get("beta_start", 1e-4) * scale
             s["beta_end"] = s.get("beta_end", 0.02) * scale
+            if s["beta_end"] >= 1.0:
+                raise ValueError(
+                    f"T={self.T} is too few steps for this schedule: rescaled from {ref} steps its betas reach "
+                    f"{s['beta_end']:.3g} >= 1; use T > {int(np.ceil(ref * s['beta_end'] / scale))} "
+                    "(or give an explicit schedule)")
         from ..schedules import make_schedule
 
         return make_schedule(name, self.T, **s)

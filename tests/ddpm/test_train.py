@@ -274,3 +274,8 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     final = ddpm.load(ck)
     assert final._train_state is None and final.trained
     assert torch.equal(final.model.W2, full.model.W2)
+
+
+def test_rescaled_schedule_with_too_few_steps_says_how_many():
+    with pytest.raises(ValueError, match=r"too few steps.*use T > 20"):
+        ddpm.get_config("swiss-roll-2", "quick", T=10)
