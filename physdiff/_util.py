@@ -120,3 +120,39 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def resolve_device(device=None):
+    """``"auto"`` (or None) -> ``cuda`` if available else ``cpu``; otherwise ``torch.device(device)``.
+
+    Imports torch lazily (this module is shared with torch-free rooms). Raises ``ValueError`` for an
+    unparsable device or ``"cuda"`` without CUDA.
+    """
+    import torch
+
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} requested but CUDA is not available; use device='cpu' or 'auto'")
+    return dev
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None):
+    """Run torch's CPU ops with ``num_threads`` intra-op threads (None: leave torch's setting),
+    restoring the previous setting afterwards; small models run fastest on one thread."""
+    if num_threads is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(check_positive_int("num_threads", num_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -18,7 +18,6 @@ References
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 
@@ -26,7 +25,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 from scipy.stats import binom
 
-from ._util import SeedLike, as_generator, as_samples, check_positive_int, check_real
+from ._util import SeedLike, as_generator, as_samples, check_positive_int, check_real, resolve_device, torch_threads
 
 __all__ = [
     "sliced_wasserstein",
@@ -210,36 +209,6 @@ def _check_images(name: str, x) -> np.ndarray:
     return as_samples(name, x, dtype=np.float32, d=784)
 
 
-def _resolve_device(device):
-    import torch
-
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:<i>' or 'auto', got {device!r}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu' or 'auto'")
-    return torch.device(device)
-
-
-@contextlib.contextmanager
-def _torch_threads(num_threads: int | None):
-    """Run torch's CPU ops with ``num_threads`` intra-op threads, restoring the setting after."""
-    import torch
-
-    if num_threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _build_cnn():
     from torch import nn
 
@@ -293,7 +262,7 @@ class MNISTClassifier:
 
         self.module.eval()
         out = []
-        with torch.no_grad(), _torch_threads(self.num_threads):
+        with torch.no_grad(), torch_threads(self.num_threads):
             for i in range(0, x.shape[0], batch_size):
                 xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(self.device)
                 out.append(self.module(xb).double().cpu().numpy())
@@ -376,7 +345,7 @@ def train_mnist_classifier(x, labels, seed: SeedLike = None, epochs: int = 5, de
     lr = check_real("lr", lr, lo=0.0, lo_open=True)
     if num_threads is not None:
         num_threads = check_positive_int("num_threads", num_threads)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
 
     rng = as_generator(seed)
     perm = rng.permutation(x.shape[0])
@@ -398,7 +367,7 @@ def train_mnist_classifier(x, labels, seed: SeedLike = None, epochs: int = 5, de
     opt = torch.optim.Adam(module.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
 
-    with _torch_threads(num_threads):
+    with torch_threads(num_threads):
         elapsed = _fit(module, opt, sched, X, Y, epochs, batch_size, gen, dev)
     module.eval()
 

@@ -62,7 +62,6 @@ References
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -71,7 +70,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 from scipy.special import log_expit, logsumexp, xlogy
 
-from ._util import SeedLike, as_generator, as_samples, check_positive_int, check_real
+from ._util import SeedLike, as_generator, as_samples, check_positive_int, check_real, torch_threads
 from .binomial import _as_bits, _check_betas, binomial_betas
 from .schedules import Schedule
 
@@ -604,21 +603,6 @@ def _torch():
     return torch
 
 
-@contextlib.contextmanager
-def _torch_threads(num_threads: int | None):
-    """Temporarily set torch's intra-op thread count (small models run best on one thread)."""
-    torch = _torch()
-    if num_threads is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(check_positive_int("num_threads", num_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _torch_seed(rng: np.random.Generator) -> int:
     return int(rng.integers(0, 2**63 - 1))
 
@@ -760,7 +744,7 @@ def train_gaussian_sd15(x0, T: int = 40, hidden: int = 128, steps: int = 3000, b
     ValueError
         Bad data or hyper-parameters.
     """
-    with _torch_threads(num_threads):
+    with torch_threads(num_threads):
         return _train_gaussian_sd15(x0, T=T, hidden=hidden, steps=steps, batch=batch, lr=lr, betas=betas,
                                     seed=seed, log_every=log_every, progress=progress)
 
@@ -969,7 +953,7 @@ def train_binomial_sd15(x0, T: int = 2000, hidden: int = 128, steps: int = 4000,
     ValueError
         Non-binary data or bad hyper-parameters.
     """
-    with _torch_threads(num_threads):
+    with torch_threads(num_threads):
         return _train_binomial_sd15(x0, T=T, hidden=hidden, steps=steps, batch=batch, lr=lr,
                                     n_freq=n_freq, seed=seed, log_every=log_every, progress=progress)
 

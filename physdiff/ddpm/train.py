@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .._util import PhysdiffError, as_samples, check_positive_int, check_real
+from .._util import PhysdiffError, as_samples, check_positive_int, check_real, resolve_device
 from ..schedules import SCHEDULES, Schedule
 from .model import ACTIVATIONS, StackedAutoencoders, _seed_for, apply_nets
 INITS = ("random", "gaussian")
@@ -48,22 +48,6 @@ LOSSES = ("simple", "weighted")
 SIGMAS = ("beta", "posterior")
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam defaults [KB15]
 ADAM_EPS = 1e-8
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"`` (or None) -> ``cuda`` if available else ``cpu``; otherwise ``torch.device(device)``.
-
-    Raises ``ValueError`` for an unparsable device or ``"cuda"`` without CUDA.
-    """
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available; use device='cpu' or 'auto'")
-    return dev
 
 
 # --------------------------------------------------------------------------------------------------
