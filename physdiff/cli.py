@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--digits", type=int, nargs="+", default=[0, 1], help="digits to train on (default 0 1)")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (else $PHYSDIFF_DATA, then data/mnist)")
     p.add_argument("--download", action="store_true", help="download missing MNIST files (checksums verified)")
+    p.add_argument("--holdout", type=float, default=0.1, help="fraction of the images kept out of training, for "
+                   "the reconstruction and inpainting studies (default 0.1)")
     _add_train_common(p)
     p = tsub.add_parser("swiss-roll", help="the thesis' 2-D spiral")
     p.add_argument("--turns", type=float, default=2.0, choices=[2.0, 3.0], help="theta in [0, turns*pi] (2 or 3)")
@@ -119,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     progress = not getattr(args, "no_progress", False)
     try:
         if args.command == "train":
-            data_kw = {"mnist": lambda: dict(digits=args.digits, data_dir=args.data_dir, download=args.download),
+            data_kw = {"mnist": lambda: dict(digits=args.digits, data_dir=args.data_dir, download=args.download,
+                                            holdout=args.holdout),
                        "swiss-roll": lambda: dict(turns=args.turns, n_train=args.n_train),
                        "curie-weiss": lambda: dict(N=args.N, beta=args.beta, h=args.h, n_train=args.n_train),
                        }[args.dataset]()

@@ -11,23 +11,38 @@ import numpy as np
 from .. import datasets, metrics, plotting, results
 from ._io import prepare_out
 
-__all__ = ["train_job", "sample_job", "load_training_data", "quality"]
+__all__ = ["train_job", "sample_job", "load_training_data", "heldout_images", "quality"]
 
 TRAIN_OUTPUTS = ("model.safetensors", "config.json", "samples.nc", "samples.png", "loss.nc", "loss.png")
 
 MNIST_SHAPE = (28, 28)
 
 
+def _holdout_indices(n: int, holdout: float, seed) -> np.ndarray:
+    """Sorted indices of the ``round(holdout * n)`` images kept out of training (seeded)."""
+    k = int(round(holdout * n))
+    rng = np.random.default_rng([int(seed), 0x401D])
+    return np.sort(rng.permutation(n)[:k])
+
+
 def load_training_data(dataset: str, *, seed=0, digits=(0, 1), data_dir=None, download=False, turns=2.0,
-                       N=None, beta=None, h=0.0, n_train=None, default_n=None):
+                       N=None, beta=None, h=0.0, n_train=None, default_n=None, holdout=0.1):
     """The training array ``x0 (n, d) float32`` and metadata for ``dataset``.
 
-    ``"mnist"``: the chosen digits of the MNIST test split, pixels in [-1, 1]; ``"swiss-roll"``: the
-    thesis' spiral; ``"curie-weiss"``: exact spin configurations (``N``, ``beta``, ``h`` required).
+    ``"mnist"``: the chosen digits of the MNIST test split, pixels in [-1, 1], less a seeded
+    fraction ``holdout`` of them (their indices are stored in the metadata as ``holdout_indices``,
+    see :func:`heldout_images`); ``"swiss-roll"``: the thesis' spiral; ``"curie-weiss"``: exact
+    spin configurations (``N``, ``beta``, ``h`` required).
     """
     if dataset == "mnist":
+        holdout = float(holdout)
+        if not 0.0 <= holdout < 1.0:
+            raise ValueError(f"holdout must be a fraction in [0, 1), got {holdout}")
         x, _ = datasets.load_mnist(data_dir, split="test", digits=list(digits), download=download)
-        return x, {"dataset": "mnist", "digits": list(digits), "image_shape": MNIST_SHAPE, "n_train": int(len(x))}
+        held = _holdout_indices(len(x), holdout, seed)
+        x = np.delete(x, held, axis=0)
+        return x, {"dataset": "mnist", "digits": list(digits), "image_shape": MNIST_SHAPE, "n_train": int(len(x)),
+                   "holdout": holdout, "holdout_indices": held.tolist()}
     if dataset == "swiss-roll":
         n = n_train or default_n or 10000
         x = datasets.swiss_roll(n, turns=turns, seed=seed)
@@ -39,6 +54,41 @@ def load_training_data(dataset: str, *, seed=0, digits=(0, 1), data_dir=None, do
         x = datasets.curie_weiss(n, N, beta, h, seed=seed)
         return x, {"dataset": "curie-weiss", "N": int(N), "beta": float(beta), "h": float(h), "n_train": int(n)}
     raise ValueError(f"unknown dataset {dataset!r}; choose mnist, swiss-roll or curie-weiss")
+
+
+def heldout_images(meta: dict, data_dir=None, download: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The MNIST images a checkpoint was NOT trained on, and their labels.
+
+    Parameters
+    ----------
+    meta : dict
+        The checkpoint's data metadata (``DDPM.data``), as written by :func:`train_job`.
+    data_dir, download
+        As for :func:`physdiff.datasets.load_mnist`.
+
+    Returns
+    -------
+    x : ndarray float32 (k, 784), pixels in [-1, 1]
+    labels : ndarray int64 (k,)
+
+    Raises
+    ------
+    ValueError
+        The checkpoint is not an MNIST model, or was trained without a held-out split
+        (retrain with ``physdiff train mnist --holdout 0.1``).
+    """
+    if meta.get("dataset") != "mnist":
+        raise ValueError(f"held-out images need an MNIST checkpoint, this one was trained on {meta.get('dataset')!r}")
+    held = meta.get("holdout_indices")
+    if not held:
+        raise ValueError("this MNIST checkpoint was trained on every image (no holdout_indices in its metadata); "
+                         "retrain it with `physdiff train mnist --holdout 0.1` to keep images aside")
+    x, y = datasets.load_mnist(data_dir, split="test", digits=list(meta["digits"]), download=download)
+    held = np.asarray(held, dtype=np.int64)
+    if held.max() >= len(x):
+        raise ValueError(f"holdout_indices go up to {held.max()} but the data has {len(x)} images of digits "
+                         f"{meta['digits']}: is this the MNIST test split the checkpoint was trained on?")
+    return x[held], y[held].astype(np.int64)
 
 
 def quality(samples, x_train, meta, *, seed=0, data_dir=None, log=print) -> dict:
