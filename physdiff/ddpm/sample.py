@@ -9,6 +9,8 @@ References
 [Ho20] Ho, Jain, Abbeel (2020), arXiv:2006.11239: Algorithm 2 (sampling), eq. 4 (closed-form jump).
 [Thesis] Bustinduy de la Guerra (2024): reconstruction from a diffused image, inpainting.
 [Lug22] Lugmayr et al. (2022), RePaint, arXiv:2201.09865, eq. 8 (known pixels from q(x_{t-1}|x0)).
+[SD15] Sohl-Dickstein et al. (2015), arXiv:1503.03585, sec. 2.5 (multiplying distributions) and
+Fig. 5 (inpainting with the known pixels clamped).
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ from ..schedules import Schedule
 from .model import StackedAutoencoders
 from .train import SIGMAS, TrainConfig
 
-__all__ = ["DDPM", "load"]
+__all__ = ["DDPM", "load", "INPAINT_METHODS"]
+
+#: How :meth:`DDPM.inpaint` imposes the known entries: the forward marginal at each step's noise
+#: level [Lug22], or clamped to the data [SD15].
+INPAINT_METHODS = ("marginal", "clamp")
 
 
 class DDPM:
@@ -294,14 +300,28 @@ class DDPM:
         return x.cpu().numpy().astype(np.float32, copy=False)
 
     def inpaint(self, x0, known_mask, seed: SeedLike = None, sigma: str | None = None,
-                progress: bool = False) -> np.ndarray:
+                progress: bool = False, method: str = "marginal") -> np.ndarray:
         """Generate the unknown entries of ``x0`` given the known ones.
 
-        Reverse chain from ``x_T ~ N(0, I)``; after every step ``t -> t-1`` the known entries are
-        replaced by a forward sample of the known data at that step's noise level,
-        ``sqrt(alpha_bar_{t-1}) x0 + sqrt(1 - alpha_bar_{t-1}) eps`` [Lug22, eq. 8, without
-        resampling], so the model only ever sees states consistent with the noise level. At step 0
-        the known entries are ``x0`` exactly.
+        Reverse chain from ``x_T ~ N(0, I)`` on the unknown entries. ``method`` says what the known
+        entries hold along the chain:
+
+        ``"marginal"`` (default)
+            At ``T``, and after every step ``t -> t-1``, they are replaced by a forward sample of the
+            known data at that step's noise level, ``sqrt(alpha_bar_{t-1}) x0 + sqrt(1 -
+            alpha_bar_{t-1}) eps`` (the forward marginal ``q(x_{t-1} | x0)``) [Lug22, eq. 8, without
+            resampling], so the model only ever sees states consistent with the noise level.
+        ``"clamp"``
+            They are clamped to the data ``x0`` at every step, from ``T`` on: the reverse kernel of
+            a known entry has mean ``x0`` and variance 0, i.e. the model distribution is multiplied
+            by ``r(x_t) = delta(x_known - x0_known)`` at every ``t`` [SD15, sec. 2.5 "Multiplying
+            distributions, and computing posteriors", and the inpainting of its Fig. 5]. The nets
+            then see clean known pixels next to noisy unknown ones, a state the forward process
+            never produces.
+
+        At step 0 the known entries are ``x0`` exactly for both. Both methods draw the same start
+        noise and the same chain noise for the unknown entries from one ``seed`` (common random
+        numbers), so they can be compared sample by sample.
 
         Parameters
         ----------
@@ -312,6 +332,8 @@ class DDPM:
         seed : int, Generator or None
         sigma : {"beta", "posterior"}, optional
         progress : bool
+        method : {"marginal", "clamp"}
+            How the known entries are imposed (above).
 
         Returns
         -------
@@ -321,8 +343,10 @@ class DDPM:
         Raises
         ------
         ValueError
-            Wrong shapes, a non-boolean mask or non-finite ``x0``.
+            Wrong shapes, a non-boolean mask, non-finite ``x0`` or an unknown ``method``.
         """
+        if method not in INPAINT_METHODS:
+            raise ValueError(f"method must be one of {INPAINT_METHODS}, got {method!r}")
         x0 = as_samples("x0", x0, d=self.d).astype(np.float32, copy=False)
         n = x0.shape[0]
         mask = np.asarray(known_mask)
@@ -335,7 +359,9 @@ class DDPM:
         rng = as_generator(seed)
         x0_t = torch.from_numpy(np.ascontiguousarray(x0)).to(self.device)
         m = torch.from_numpy(np.array(mask, dtype=bool)).to(self.device)
-        x = torch.where(m, self._diffuse(x0_t, self.T, rng), self._noise(rng, n))
+        clamp = method == "clamp"
+        known_T = self._diffuse(x0_t, self.T, rng)  # drawn by both methods: same noise afterwards
+        x = torch.where(m, x0_t if clamp else known_T, self._noise(rng, n))
         noise = NoiseSource(x, rng)
         steps = range(self.T, 0, -1)
         if progress:
@@ -345,7 +371,7 @@ class DDPM:
         for t in steps:
             z = noise.normal(x) if t > 1 else None
             x = reverse_step(x, self.eps(x, t), t, self.schedule, z, sigma)
-            known = x0_t if t == 1 else self._diffuse(x0_t, t - 1, rng)
+            known = x0_t if (t == 1 or clamp) else self._diffuse(x0_t, t - 1, rng)
             x = torch.where(m, known, x)
         out = x.cpu().numpy().astype(np.float32, copy=False)
         out[mask] = x0[mask]  # exact, whatever the float arithmetic did

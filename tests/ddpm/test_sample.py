@@ -123,21 +123,64 @@ def test_reconstruct(model, x0):
         model.reconstruct(x0, 13)
 
 
-def test_inpaint_keeps_known_pixels(model, x0):
+@pytest.mark.parametrize("method", ["marginal", "clamp"])
+def test_inpaint_keeps_known_pixels(model, x0, method):
     mask = np.array([True, False, True, False])
-    out = model.inpaint(x0, mask, seed=0)
+    out = model.inpaint(x0, mask, seed=0, method=method)
     assert out.shape == x0.shape and np.all(np.isfinite(out))
     np.testing.assert_array_equal(out[:, mask], x0[:, mask])
     assert not np.allclose(out[:, ~mask], x0[:, ~mask])
-    np.testing.assert_array_equal(out, model.inpaint(x0, mask, seed=0))
+    np.testing.assert_array_equal(out, model.inpaint(x0, mask, seed=0, method=method))
     full = np.zeros(x0.shape, bool)
     full[::2, 1] = True  # per-sample masks
-    out2 = model.inpaint(x0, full, seed=1)
+    out2 = model.inpaint(x0, full, seed=1, method=method)
     np.testing.assert_array_equal(out2[full], x0[full])
     with pytest.raises(ValueError, match="boolean"):
-        model.inpaint(x0, mask.astype(int))
+        model.inpaint(x0, mask.astype(int), method=method)
     with pytest.raises(ValueError, match="shape"):
-        model.inpaint(x0, mask[:3])
+        model.inpaint(x0, mask[:3], method=method)
+
+
+def test_inpaint_methods_differ_only_in_what_the_nets_see(model, x0):
+    """"marginal" is the default; "clamp" keeps the known pixels at x0 at every step [SD15], which
+    changes the nets' input and hence the unknown pixels; an unknown method is refused."""
+    mask = np.array([True, False, True, False])
+    np.testing.assert_array_equal(model.inpaint(x0, mask, seed=3), model.inpaint(x0, mask, seed=3, method="marginal"))
+    a = model.inpaint(x0, mask, seed=3, method="marginal")
+    b = model.inpaint(x0, mask, seed=3, method="clamp")
+    np.testing.assert_array_equal(a[:, mask], b[:, mask])
+    assert not np.allclose(a[:, ~mask], b[:, ~mask])
+    # with nothing known, nothing is imposed: both methods are the same chain with the same noise
+    none = np.zeros(D, bool)
+    np.testing.assert_array_equal(model.inpaint(x0, none, seed=4, method="marginal"),
+                                  model.inpaint(x0, none, seed=4, method="clamp"))
+    with pytest.raises(ValueError, match="method"):
+        model.inpaint(x0, mask, method="repaint")
+
+
+def test_inpaint_clamp_holds_known_pixels_at_every_step(model, x0, monkeypatch):
+    """The nets see x0 on the known pixels at every step with "clamp", and a sample of the forward
+    marginal q(x_t | x0) with "marginal" (mean sqrt(alpha_bar_t) x0: at t = T it is almost 0)."""
+    mask = np.array([True, False, True, False])
+    seen = {}
+    orig = type(model).eps
+
+    def spy(self, x_t, t):
+        seen[int(t)] = x_t.detach().cpu().numpy().copy()
+        return orig(self, x_t, t)
+
+    monkeypatch.setattr(type(model), "eps", spy)
+    model.inpaint(x0, mask, seed=5, method="clamp")
+    for t, x in seen.items():
+        np.testing.assert_array_equal(x[:, mask], x0[:, mask], err_msg=f"step {t}")
+    seen.clear()
+    model.inpaint(x0, mask, seed=5, method="marginal")
+    T = model.T
+    ab = model.schedule.alpha_bar[T]
+    resid = seen[T][:, mask] - np.sqrt(ab) * x0[:, mask]
+    assert not np.allclose(seen[T][:, mask], x0[:, mask])
+    # the residual is sqrt(1 - alpha_bar_T) N(0, 1): a 6-sigma bound on its 12 values
+    assert np.all(np.abs(resid) < 6 * np.sqrt(1 - ab))
 
 
 # ----------------------------------------------------------------------------------- checkpoints
