@@ -80,10 +80,14 @@ __all__ = [
     "bound_K_gaussian",
     "bound_K_binomial",
     "ddpm_mean_var",
+    "ddpm_schedule",
+    "ddpm_bound_K",
+    "train_eps_ddpm",
     "unit_variance",
     "null_log_likelihood_gaussian",
     "null_log_likelihood_binomial",
     "swiss_roll_log_density",
+    "swiss_roll_eps",
     "valid_heartbeat",
     "GaussianSD15",
     "BinomialSD15",
@@ -256,6 +260,12 @@ def bound_K_gaussian(mean_var_fn: Callable, x0, schedule_or_betas, n_mc: int = 1
         Bad ``x0``, schedule or ``n_mc``; ``mean_var_fn`` returning a wrong shape or a variance
         that is not positive and finite.
     """
+    return _bound_K_gaussian_many([mean_var_fn], x0, schedule_or_betas, n_mc, seed)[0]
+
+
+def _bound_K_gaussian_many(mean_var_fns, x0, schedule_or_betas, n_mc: int, seed: SeedLike) -> list:
+    """:func:`bound_K_gaussian` of several reverse models on the SAME draws of ``x_t`` (each step's
+    ``x_t`` is drawn once and handed to every ``mean_var_fn`` in turn)."""
     x0 = as_samples("x0", x0)
     if x0.dtype.kind != "f":
         x0 = x0.astype(np.float32)
@@ -266,43 +276,46 @@ def bound_K_gaussian(mean_var_fn: Callable, x0, schedule_or_betas, n_mc: int = 1
     rng = as_generator(seed)
     xr = np.repeat(x0.astype(np.float64), n_mc, axis=0)
     N, d = xr.shape
-    total = np.zeros(N)
-    per_step = np.zeros(T + 1)
+    M = len(mean_var_fns)
+    total = np.zeros((M, N))
+    per_step = np.zeros((M, T + 1))
 
     # prior: -KL(N(sqrt(ab_T) x0, (1-ab_T) I) || N(0, I)), per sample
     abT = co.alpha_bar[T]
     vT = 1.0 - abT
     prior = -0.5 * np.sum(vT + abT * xr**2 - 1.0 - np.log(vT), axis=1)
     total += prior
-    per_step[0] = prior.mean()
+    per_step[:, 0] = prior.mean()
 
     for t in range(1, T + 1):
         eps = rng.standard_normal((N, d))
         x_t = math.sqrt(co.alpha_bar[t]) * xr + math.sqrt(1.0 - co.alpha_bar[t]) * eps
-        mean, var = mean_var_fn(x_t.astype(x0.dtype), t)
-        mean = _to_numpy(mean)
-        var = _to_numpy(var)
-        if mean.shape != (N, d):
-            raise ValueError(f"mean_var_fn returned a mean of shape {mean.shape} at t={t}; expected {(N, d)}")
-        try:
-            var = np.broadcast_to(var, (N, d))
-        except ValueError:
-            raise ValueError(f"mean_var_fn returned a variance of shape {var.shape} at t={t}, not "
-                             f"broadcastable to {(N, d)}") from None
-        if not (np.all(np.isfinite(var)) and np.all(var > 0)) or not np.all(np.isfinite(mean)):
-            raise ValueError(f"mean_var_fn returned a non-finite mean or a variance <= 0 at t={t}; "
-                             "the bound needs var > 0 (for beta_tilde use beta_1 at t = 1)")
-        if t == 1:
-            term = -0.5 * np.sum(np.log(2 * np.pi * var) + (xr - mean) ** 2 / var, axis=1)
-        else:
-            mu_q = co.post_c0[t] * xr + co.post_ct[t] * x_t
-            s = co.post_var[t]
-            term = -0.5 * np.sum(np.log(var / s) + (s + (mu_q - mean) ** 2) / var - 1.0, axis=1)
-        total += term
-        per_step[t] = term.mean()
+        x_in = x_t.astype(x0.dtype)
+        for k, mean_var_fn in enumerate(mean_var_fns):
+            mean, var = mean_var_fn(x_in, t)
+            mean = _to_numpy(mean)
+            var = _to_numpy(var)
+            if mean.shape != (N, d):
+                raise ValueError(f"mean_var_fn returned a mean of shape {mean.shape} at t={t}; expected {(N, d)}")
+            try:
+                var = np.broadcast_to(var, (N, d))
+            except ValueError:
+                raise ValueError(f"mean_var_fn returned a variance of shape {var.shape} at t={t}, not "
+                                 f"broadcastable to {(N, d)}") from None
+            if not (np.all(np.isfinite(var)) and np.all(var > 0)) or not np.all(np.isfinite(mean)):
+                raise ValueError(f"mean_var_fn returned a non-finite mean or a variance <= 0 at t={t}; "
+                                 "the bound needs var > 0 (for beta_tilde use beta_1 at t = 1)")
+            if t == 1:
+                term = -0.5 * np.sum(np.log(2 * np.pi * var) + (xr - mean) ** 2 / var, axis=1)
+            else:
+                mu_q = co.post_c0[t] * xr + co.post_ct[t] * x_t
+                s = co.post_var[t]
+                term = -0.5 * np.sum(np.log(var / s) + (s + (mu_q - mean) ** 2) / var - 1.0, axis=1)
+            total[k] += term
+            per_step[k, t] = term.mean()
     total /= LOG2
     per_step /= LOG2
-    return BoundK(float(total.mean()), _std_err(total), per_step, int(N))
+    return [BoundK(float(total[k].mean()), _std_err(total[k]), per_step[k], int(N)) for k in range(M)]
 
 
 def ddpm_mean_var(eps_fn: Callable, schedule_or_betas, sigma: str = "beta") -> Callable:
@@ -345,6 +358,90 @@ def ddpm_mean_var(eps_fn: Callable, schedule_or_betas, sigma: str = "beta") -> C
         return mean, var
 
     return mean_var_fn
+
+
+def ddpm_schedule(schedule_or_betas, max_beta: float = 0.999) -> Schedule:
+    """A Gaussian forward schedule as a :class:`~physdiff.schedules.Schedule` that an eps-trained
+    DDPM can use: every ``beta_t`` clipped at ``max_beta``.
+
+    [SD15]-style schedules (:func:`gaussian_betas`) end with ``beta_T = 1``: ``alpha_bar_T = 0``,
+    ``q(x_T) = N(0, I)`` exactly and the prior term of K vanishes. The eps-parametrised reverse
+    mean ``(x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t)`` [Ho20, eq. 11] divides by
+    ``sqrt(alpha_T) = 0`` there, and :class:`~physdiff.schedules.Schedule` (hence
+    :func:`physdiff.ddpm.train`) needs ``beta_t < 1``. Clipping at ``max_beta`` is what [ND21]
+    (eq. 17, ``max_beta = 0.999``) do for the cosine schedule, which also reaches ``alpha_bar = 0``:
+    the steps below the clip are unchanged, ``alpha_bar_T`` becomes ``alpha_bar_{T-1} (1 - max_beta)``,
+    and the prior term of K is ``-KL(N(s x0, (1-s^2) I) || N(0, I)) = -alpha_bar_T |x0|^2 / 2 +
+    O(alpha_bar_T^2)`` nats (``s^2 = alpha_bar_T``), e.g. -3e-4 bits for :func:`gaussian_betas` ``(40)``
+    on unit-variance 2-D data.
+
+    Parameters
+    ----------
+    schedule_or_betas : Schedule or array_like, shape (T+1,)
+        ``betas[0] = 0``, ``0 < betas[t] <= 1``.
+    max_beta : float in (0, 1)
+
+    Returns
+    -------
+    Schedule
+        ``name="custom"``; ``params`` records ``max_beta``.
+
+    Raises
+    ------
+    ValueError
+        Bad betas or ``max_beta``.
+    """
+    betas = _gaussian_betas_array(schedule_or_betas).copy()
+    max_beta = check_real("max_beta", max_beta, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    betas[1:] = np.minimum(betas[1:], max_beta)
+    return Schedule(betas, name="custom", params={"max_beta": max_beta})
+
+
+def ddpm_bound_K(eps_fn: Callable, x0, schedule: Schedule, sigmas=("beta", "posterior"), n_mc: int = 1,
+                 seed: SeedLike = None) -> dict:
+    """The bound K [SD15, eq. 14] of an eps-parametrised DDPM, for each fixed reverse variance.
+
+    ``K = bound_K_gaussian(ddpm_mean_var(eps_fn, schedule, sigma), x0, schedule)`` for every ``sigma``
+    in ``sigmas`` (``sigma_t^2 = beta_t`` or ``beta_tilde_t`` [Ho20, Sec. 3.2]), all on the SAME draws
+    of ``x_t`` (``eps_fn`` is called once per step), so their differences carry little Monte-Carlo
+    noise. With the variance fixed, ``-KL_t`` (t >= 2) is ``-w_t E|eps - eps_theta|^2`` (summed over
+    the d features) plus a constant, ``w_t`` the weight of [Ho20] eq. 12
+    (:func:`physdiff.ddpm.loss_weights`) with the same ``sigma``: the weighted loss IS this bound, up
+    to constants.
+
+    Parameters
+    ----------
+    eps_fn : callable ``(x_t, t) -> eps``
+        E.g. :meth:`physdiff.ddpm.DDPM.eps`, or an exact predictor such as :func:`swiss_roll_eps`.
+    x0 : array_like, shape (n, d)
+    schedule : Schedule
+        The schedule ``eps_fn`` belongs to (``beta_t < 1``; :func:`ddpm_schedule`).
+    sigmas : sequence of {"beta", "posterior"}
+    n_mc : int >= 1
+    seed : int, numpy.random.Generator or None
+
+    Returns
+    -------
+    dict
+        ``{sigma: BoundK}`` in bits per sample.
+
+    Raises
+    ------
+    ValueError
+        An unknown sigma, an empty ``sigmas``, or anything :func:`bound_K_gaussian` rejects.
+    """
+    sigmas = tuple(sigmas)
+    if not sigmas or any(s not in ("beta", "posterior") for s in sigmas):
+        raise ValueError(f"sigmas must be a non-empty sequence of 'beta' / 'posterior', got {sigmas!r}")
+    last: list = [None, None, None]
+
+    def eps_once(x_t, t):   # every sigma sees the same x_t at step t: evaluate eps_fn once
+        if last[0] != t or last[1] is not x_t:
+            last[:] = [t, x_t, _to_numpy(eps_fn(x_t, t))]
+        return last[2]
+
+    fns = [ddpm_mean_var(eps_once, schedule, s) for s in sigmas]
+    return dict(zip(sigmas, _bound_K_gaussian_many(fns, x0, schedule, n_mc, seed)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,6 +637,20 @@ def swiss_roll_log_density(x, turns: float = 2.0, noise: float = 0.1, n_grid: in
     x = as_samples("x", x, d=2).astype(np.float64)
     turns = check_real("turns", turns, lo=0.0, lo_open=True)
     noise = check_real("noise", noise, lo=0.0, lo_open=True)
+    theta_logw, cx, cy = _swiss_roll_curve(turns, noise, n_grid)
+    s2 = (noise / 12.0) ** 2
+    out = np.empty(x.shape[0])
+    chunk = max(1, 4_000_000 // cx.size)
+    for lo in range(0, x.shape[0], chunk):
+        xx = x[lo:lo + chunk]
+        d2 = (xx[:, :1] - cx[None, :]) ** 2 + (xx[:, 1:] - cy[None, :]) ** 2
+        out[lo:lo + chunk] = logsumexp(theta_logw[None, :] - d2 / (2 * s2), axis=1) - np.log(2 * np.pi * s2)
+    return out
+
+
+def _swiss_roll_curve(turns: float, noise: float, n_grid: int | None):
+    """Trapezoid nodes on the roll's centre line: log-weights of ``theta ~ U[0, turns pi]`` and the
+    points ``c(theta)/12`` (raw units), with >= 8 nodes per noise width along the curve."""
     span = turns * np.pi
     if n_grid is None:
         speed = math.hypot(1.0, 5.0 + span)            # |dc/dtheta| <= sqrt(1 + r_max^2)
@@ -549,16 +660,69 @@ def swiss_roll_log_density(x, turns: float = 2.0, noise: float = 0.1, n_grid: in
     theta = np.linspace(0.0, span, n_grid)
     w = np.full(n_grid, span / (n_grid - 1))
     w[0] = w[-1] = 0.5 * span / (n_grid - 1)
-    logw = np.log(w / span)
     r = 5.0 + theta
-    cx, cy = r * np.cos(theta) / 12.0, r * np.sin(theta) / 12.0
-    s2 = (noise / 12.0) ** 2
-    out = np.empty(x.shape[0])
-    chunk = max(1, 4_000_000 // n_grid)
+    return np.log(w / span), r * np.cos(theta) / 12.0, r * np.sin(theta) / 12.0
+
+
+def swiss_roll_eps(x_t, alpha_bar: float, turns: float = 2.0, noise: float = 0.1, shift=0.0,
+                   scale: float = 1.0, n_grid: int | None = None) -> np.ndarray:
+    """Exact noise predictor ``eps*(x_t) = -sqrt(1 - alpha_bar) grad log q_t(x_t)`` of the diffused
+    Swiss roll, in the units ``y = (x - shift) / scale`` (e.g. after :func:`unit_variance`).
+
+    The data are ``y0 = mu(theta) + sigma_y xi`` with ``mu(theta) = (c(theta)/12 - shift) / scale``,
+    ``sigma_y = noise / (12 scale)``, ``theta ~ U[0, turns pi]`` (:func:`swiss_roll_log_density`).
+    Given ``theta``, ``x_t = s y0 + sqrt(Delta) eps`` is ``N(s mu, v I)`` with ``s = sqrt(alpha_bar)``,
+    ``Delta = 1 - alpha_bar``, ``v = s^2 sigma_y^2 + Delta`` [Ho20, eq. 4], so ``q_t`` is a continuous
+    mixture of isotropic Gaussians and (Tweedie; REFERENCES.md sec. 1)::
+
+        eps*(x) = sqrt(Delta) / v * (x - s E[mu(theta) | x_t = x]),
+        p(theta | x) ∝ N(x; s mu(theta), v I),
+
+    the posterior average taken by the trapezoid rule of :func:`swiss_roll_log_density` (the
+    posterior along the curve is never narrower than the data's width, which that grid resolves).
+    This is the optimum of ``L_simple`` [Ho20, eq. 14] at every step: the best any eps-trained DDPM
+    can do.
+
+    Parameters
+    ----------
+    x_t : array_like, shape (n, 2)
+    alpha_bar : float in (0, 1)
+    turns, noise : float > 0
+        As in :func:`physdiff.datasets.swiss_roll`.
+    shift : float or array_like (2,)
+    scale : float > 0
+        The units: ``y = (x_raw - shift) / scale`` (:func:`unit_variance` returns both).
+    n_grid : int >= 16, optional
+
+    Returns
+    -------
+    ndarray, float64, shape (n, 2)
+
+    Raises
+    ------
+    ValueError
+        Bad ``x_t``, ``alpha_bar`` outside (0, 1), bad ``turns``, ``noise`` or ``scale``.
+    """
+    x = as_samples("x_t", x_t, d=2).astype(np.float64)
+    ab = check_real("alpha_bar", alpha_bar, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    turns = check_real("turns", turns, lo=0.0, lo_open=True)
+    noise = check_real("noise", noise, lo=0.0, lo_open=True)
+    scale = check_real("scale", scale, lo=0.0, lo_open=True)
+    shift = np.broadcast_to(np.asarray(shift, dtype=np.float64), (2,))
+    logw, cx, cy = _swiss_roll_curve(turns, noise, n_grid)
+    mx, my = (cx - shift[0]) / scale, (cy - shift[1]) / scale
+    s, delta = math.sqrt(ab), 1.0 - ab
+    v = ab * (noise / (12.0 * scale)) ** 2 + delta
+    out = np.empty_like(x)
+    chunk = max(1, 4_000_000 // cx.size)
     for lo in range(0, x.shape[0], chunk):
         xx = x[lo:lo + chunk]
-        d2 = (xx[:, :1] - cx[None, :]) ** 2 + (xx[:, 1:] - cy[None, :]) ** 2
-        out[lo:lo + chunk] = logsumexp(logw[None, :] - d2 / (2 * s2), axis=1) - np.log(2 * np.pi * s2)
+        d2 = (xx[:, :1] - s * mx[None, :]) ** 2 + (xx[:, 1:] - s * my[None, :]) ** 2
+        logp = logw[None, :] - d2 / (2 * v)
+        p = np.exp(logp - logp.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        mean = np.stack([p @ mx, p @ my], axis=1)
+        out[lo:lo + chunk] = math.sqrt(delta) / v * (xx - s * mean)
     return out
 
 
@@ -1023,3 +1187,50 @@ def _train_binomial_sd15(x0, T: int = 2000, hidden: int = 128, steps: int = 4000
     model.history = {"step": np.array(hist_step), "K_bits": np.array(hist_K),
                      "seconds": time.perf_counter() - t0}
     return model
+
+
+def train_eps_ddpm(x0, schedule_or_betas, *, hidden: int = 256, epochs: int = 100, batch: int = 100,
+                   lr: float = 1e-2, seed: int = 0, max_beta: float = 0.999, sigma: str = "beta",
+                   progress: bool = False, log: Callable | None = None, num_threads: int | None = 1):
+    """Train the per-timestep eps-predicting DDPM of :mod:`physdiff.ddpm` on a Gaussian schedule.
+
+    The [Thesis] model (one Linear-ReLU-Linear net per step, ``L_simple`` [Ho20, eq. 14], one Adam
+    per net) on ``ddpm_schedule(schedule_or_betas, max_beta)``, so that its bound K
+    (:func:`ddpm_bound_K`) can be set beside [SD15]'s mean-and-variance model trained on K itself
+    with the same steps.
+
+    Parameters
+    ----------
+    x0 : array_like, shape (n, d)
+        Training data (e.g. unit-variance Swiss roll).
+    schedule_or_betas : Schedule or array_like (T+1,)
+        E.g. :func:`gaussian_betas` ``(40)``; ``beta_t`` is clipped at ``max_beta``.
+    hidden, epochs, batch, lr : TrainConfig fields (see :class:`physdiff.ddpm.TrainConfig`).
+    seed : int >= 0
+        Initialisation, minibatch orders and noise.
+    max_beta : float in (0, 1)
+    sigma : {"beta", "posterior"}
+        The model's default sampling variance (the bound is computed for both).
+    progress : bool
+    log : callable or None
+        Status lines (None: silent).
+    num_threads : int or None
+        torch intra-op threads during training (restored afterwards); None leaves torch's setting.
+
+    Returns
+    -------
+    physdiff.ddpm.DDPM
+        Its ``schedule`` is the clipped one.
+
+    Raises
+    ------
+    ValueError
+        Bad data, schedule or hyper-parameters.
+    """
+    from .ddpm import TrainConfig, train
+
+    sched = ddpm_schedule(schedule_or_betas, max_beta)
+    config = TrainConfig(schedule={"name": "custom", "betas": sched.betas[1:].tolist()}, T=sched.T,
+                         hidden=hidden, lr=lr, epochs=epochs, batch=batch, seed=seed, device="cpu", sigma=sigma)
+    with torch_threads(num_threads):
+        return train(np.asarray(x0, dtype=np.float32), config, progress=progress, log=log)

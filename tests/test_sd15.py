@@ -255,3 +255,125 @@ def test_binomial_training_improves_K_towards_exact_entropy():
     s = m1.sample(200, seed=3)
     assert s.dtype == np.int8 and s.shape == (200, 10)
     assert valid_heartbeat(s, period=2).mean() > 0.5
+
+
+# ------------------------------------------------------------------ the eps-trained DDPM's bound
+
+
+def _gaussian_eps(var0):
+    """Exact eps* = -sqrt(1 - alpha_bar) score of diffused N(0, var0 I) data (theory.gaussian)."""
+    from physdiff.theory.gaussian import score_gaussian
+
+    def make(schedule):
+        ab = schedule.alpha_bar
+        return lambda x, t: -math.sqrt(1 - ab[t]) * score_gaussian(np.asarray(x, np.float64), ab[t], 0.0, var0)
+
+    return make
+
+
+def _exact_eps_K_bits(schedule, var0, d, sigma):
+    """K of the exact-mean, fixed-variance reverse chain on N(0, var0 I) data, closed form:
+    -H - KL(q(x_T) || N(0, I)) - sum_t d/2 (log(s_t/r_t) + r_t/s_t - 1), r_t the true reverse variance
+    v_{t-1} - alpha_t v_{t-1}^2 / v_t of q(x_{t-1} | x_t), s_t = sigma_t^2 (beta_1 at t = 1)."""
+    ab, al = schedule.alpha_bar, schedule.alphas
+    v = ab * var0 + 1 - ab
+    r = v[:-1] - al[1:] * v[:-1] ** 2 / v[1:]
+    s = np.array(schedule.sigma2(sigma)[1:])
+    s[0] = schedule.betas[1]
+    H = 0.5 * d * math.log(2 * math.pi * math.e * var0)
+    kl_prior = 0.5 * d * (v[-1] - 1 - math.log(v[-1]))
+    return (-H - kl_prior - np.sum(0.5 * d * (np.log(s / r) + r / s - 1))) / LOG2
+
+
+def test_ddpm_schedule_clips_the_last_step_only():
+    from physdiff.sd15 import ddpm_schedule
+
+    betas = gaussian_betas(40)
+    sch = ddpm_schedule(betas)
+    np.testing.assert_array_equal(sch.betas[:-1], betas[:-1])
+    assert sch.betas[-1] == 0.999 and sch.T == 40
+    assert sch.alpha_bar[-1] == pytest.approx(np.cumprod(1 - betas)[-2] * 1e-3, rel=1e-9)
+    with pytest.raises(ValueError, match="max_beta"):
+        ddpm_schedule(betas, max_beta=1.0)
+    # the prior term is -alpha_bar_T |x0|^2 / 2 nats to first order in alpha_bar_T (unit-variance 2-D data)
+    x0 = np.random.default_rng(0).standard_normal((3000, 2))
+    K = bound_K_gaussian(ddpm_mean_var(_gaussian_eps(1.0)(sch), sch), x0, sch, seed=1)
+    want = -sch.alpha_bar[-1] * np.mean(np.sum(x0**2, 1)) / 2 / LOG2
+    assert K.per_step[0] == pytest.approx(want, rel=1e-3) and abs(want) < 1e-3
+
+
+@pytest.mark.parametrize("sigma", ["beta", "posterior"])
+def test_ddpm_bound_with_exact_gaussian_eps_matches_closed_form(sigma):
+    # unit-variance data: the true reverse variance IS beta_t, so sigma^2 = beta_t makes K = -H exactly
+    from physdiff.sd15 import ddpm_bound_K, ddpm_schedule
+
+    sch = ddpm_schedule(gaussian_betas(20))
+    x0 = np.random.default_rng(3).standard_normal((4000, 2))
+    K = ddpm_bound_K(_gaussian_eps(1.0)(sch), x0, sch, sigmas=(sigma,), seed=4)[sigma]
+    want = _exact_eps_K_bits(sch, 1.0, 2, sigma)
+    H = math.log2(2 * math.pi * math.e)
+    if sigma == "beta":
+        assert want == pytest.approx(-H, abs=1e-3)          # only the tiny prior KL of the clipped last step
+    else:
+        assert want < -H - 0.1                               # beta_tilde < beta: the wrong variance costs bits
+    assert abs(K.bits - want) < Z * K.stderr, (K, want)
+
+
+def test_ddpm_bound_with_exact_eps_approaches_the_entropy_as_T_grows():
+    # N(0, 0.25 I) data: the fixed variance beta_t is wrong by O(beta_t^2) per step; the gap to -H - KL_prior
+    # shrinks like 1/T (T terms ~ beta_t^2 ~ 1/T^2 each: 0.080, 0.020, 0.005 bits), the closed form
+    # being checked by Monte Carlo at each T
+    from physdiff.sd15 import ddpm_bound_K
+
+    var0, d = 0.25, 2
+    H = 0.5 * d * math.log2(2 * math.pi * math.e * var0)
+    x0 = math.sqrt(var0) * np.random.default_rng(5).standard_normal((3000, d))
+    gaps = []
+    for T in (40, 160, 640):
+        sch = make_schedule("linear", T, beta_start=1e-4 * 1000 / T, beta_end=0.02 * 1000 / T)
+        K = ddpm_bound_K(_gaussian_eps(var0)(sch), x0, sch, sigmas=("beta",), seed=T)["beta"]
+        want = _exact_eps_K_bits(sch, var0, d, "beta")
+        assert abs(K.bits - want) < Z * K.stderr, (T, K, want)
+        v = sch.alpha_bar[-1] * var0 + 1 - sch.alpha_bar[-1]
+        gaps.append(-H - 0.5 * d * (v - 1 - math.log(v)) / LOG2 - want)
+    assert gaps[0] > 0, gaps
+    assert gaps[0] / gaps[1] == pytest.approx(4, rel=0.25) and gaps[1] / gaps[2] == pytest.approx(4, rel=0.25), gaps
+
+
+def test_swiss_roll_eps_is_the_gradient_of_the_diffused_log_density():
+    # in units y = (x - shift)/scale, q_t(y) is the roll with noise 12 scale sqrt(v)/s seen at (scale y + s shift)/s
+    from physdiff.sd15 import swiss_roll_eps
+
+    raw = swiss_roll(6, turns=2, seed=1).astype(np.float64)
+    shift, scale = np.array([0.1, -0.2]), 0.6
+    y0 = (raw - shift) / scale
+    rng = np.random.default_rng(0)
+    for ab in (0.9999, 0.9, 0.3):
+        s = math.sqrt(ab)
+        y = s * y0 + math.sqrt(1 - ab) * rng.standard_normal(y0.shape)
+        e = swiss_roll_eps(y, ab, 2.0, 0.1, shift=shift, scale=scale)
+        v = ab * (0.1 / (12 * scale)) ** 2 + 1 - ab
+        noise_eff = 12 * scale * math.sqrt(v) / s
+        f = lambda z: swiss_roll_log_density((scale * z + s * shift) / s, 2.0, noise_eff, n_grid=20000)  # noqa: E731
+        h = 1e-5
+        g = np.stack([(f(y + h * np.eye(2)[k]) - f(y - h * np.eye(2)[k])) / (2 * h) for k in range(2)], 1)
+        np.testing.assert_allclose(e, -math.sqrt(1 - ab) * g, atol=2e-5 * max(1.0, np.abs(e).max()))
+    with pytest.raises(ValueError, match="alpha_bar"):
+        swiss_roll_eps(y, 1.0)
+
+
+def test_train_eps_ddpm_bound_improves_towards_the_entropy():
+    from physdiff.sd15 import ddpm_bound_K, train_eps_ddpm
+
+    rng = np.random.default_rng(0)
+    x, held = rng.standard_normal((2000, 2)), rng.standard_normal((2000, 2))
+    betas = gaussian_betas(8)
+    m0 = train_eps_ddpm(x, betas, hidden=16, epochs=1, batch=100, lr=1e-3, seed=0)
+    m1 = train_eps_ddpm(x, betas, hidden=16, epochs=15, batch=100, lr=1e-2, seed=0)
+    assert m1.schedule.betas[-1] == 0.999 and m1.T == 8
+    K0 = ddpm_bound_K(m0.eps, held, m0.schedule, seed=2)
+    K1 = ddpm_bound_K(m1.eps, held, m1.schedule, seed=2)
+    H = math.log2(2 * math.pi * math.e)
+    for s in ("beta", "posterior"):
+        assert K1[s].bits > K0[s].bits + 5 * K1[s].stderr, (s, K0[s], K1[s])
+        assert K1[s].bits < -H + Z * K1[s].stderr                 # a lower bound on E log2 p = -H
