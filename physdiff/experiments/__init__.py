@@ -6,7 +6,11 @@ pipelines (data -> model -> samples -> metrics -> Datasets -> figures) live here
 
 from .train import sample_job, train_job
 
-__all__ = ["train_job", "sample_job", "curie_weiss_study", "phase_transition_study"]
+__all__ = ["train_job", "sample_job", "curie_weiss_study", "phase_transition_study", "reconstruction_study",
+           "inpainting_study", "linear_baseline_study"]
+__all__ += ["mnist_cloning_study"]
+__all__ += ["variants_study"]
+__all__ += ["state_weight_scan", "speciation_scan"]
 
 
 def __getattr__(name):
@@ -19,4 +23,24 @@ def __getattr__(name):
         from .phase_transition import phase_transition_study
 
         return phase_transition_study
+    if name == "mnist_cloning_study":
+        from .mnist_cloning import mnist_cloning_study
+
+        return mnist_cloning_study
+    if name in ("reconstruction_study", "inpainting_study", "linear_baseline_study"):
+        from . import mnist_studies
+
+        return getattr(mnist_studies, name)
+    if name == "variants_study":
+        from .variants import variants_study
+
+        return variants_study
+    if name == "state_weight_scan":
+        from .state_weights import state_weight_scan
+
+        return state_weight_scan
+    if name == "speciation_scan":
+        from .phase_transition import speciation_scan
+
+        return speciation_scan
     raise AttributeError(name)
