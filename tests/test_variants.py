@@ -9,7 +9,7 @@ import xarray as xr
 from physdiff import ddpm
 from physdiff.datasets import swiss_roll
 from physdiff.experiments import variants_study
-from physdiff.experiments.variants import OUTPUTS, StackedSGD, _flat_params, _initial_params, _optimizer, param_rel_diff
+from physdiff.experiments.variants import OUTPUTS, StackedSGD, _flat_params, _initial_params, _train_kwargs, param_rel_diff
 from physdiff.schedules import make_schedule
 
 F32_ULP = float(np.finfo(np.float32).eps)   # 1.2e-7
@@ -90,8 +90,7 @@ def _train(loss, optimizer, lr, schedule):
     x0 = swiss_roll(256, seed=0)
     cfg = ddpm.TrainConfig(schedule=schedule, T=6, hidden=8, loss=loss, lr=lr, epochs=3, batch=64, seed=0,
                            device="cpu")
-    with _optimizer(optimizer):
-        m = ddpm.train(x0, cfg, progress=False, log=None)
+    m = ddpm.train(x0, cfg, progress=False, log=None, **_train_kwargs(optimizer, None, cfg.make_schedule(), cfg))
     return m, cfg, x0
 
 

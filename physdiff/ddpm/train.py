@@ -491,7 +491,7 @@ def _epoch_randomness(seed: int, steps, epoch: int, n: int, d: int, device, gen)
 
 def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: Callable | None = print,
           checkpoint=None, checkpoint_every: float = 300.0, on_epoch: Callable | None = None,
-          metadata: dict | None = None):
+          metadata: dict | None = None, weights=None, optimizer: Callable | None = None):
     """Train the ``T`` per-timestep autoencoders of a DDPM on data ``x0`` [Ho20, Algorithm 1].
 
     For every net ``t`` and epoch: a fresh permutation of the data into minibatches of
@@ -525,6 +525,13 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
     metadata : dict, optional
         JSON-serialisable description of the data stored with the model (e.g. ``dataset``,
         ``digits``, ``image_shape``, ``N``, ``beta``); ``image_shape`` must multiply to ``d``.
+    weights : array (T,) of float > 0, optional
+        Per-timestep loss weights ``w_t`` replacing those of ``config.loss`` (:func:`loss_weights`),
+        for studies of the weighting (``physdiff.experiments.variants``).
+    optimizer : callable, optional
+        ``optimizer(params, lrs)`` returning an object with :class:`StackedAdam`'s interface
+        (``step``, ``state_tensors``, ``load_state_tensors``) for the stacked parameters of a chunk
+        and their per-step learning rates; default :class:`StackedAdam`.
 
     Returns
     -------
@@ -621,8 +628,15 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
     ab = torch.tensor(np.array(schedule.alpha_bar[1:]), dtype=torch.float64)
     sqrt_ab = ab.sqrt().to(device=device, dtype=torch.float32)
     sqrt_1mab = (1.0 - ab).sqrt().to(device=device, dtype=torch.float32)
-    weights = torch.as_tensor(loss_weights(schedule, config.loss, config.sigma), dtype=torch.float32,
-                              device=device)
+    if weights is None:
+        weights = loss_weights(schedule, config.loss, config.sigma)
+    else:
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (T,) or not np.all(np.isfinite(weights)) or np.any(weights <= 0):
+            raise ValueError(f"weights must be {T} finite positive numbers (one per step), got shape "
+                             f"{weights.shape}")
+    weights = torch.as_tensor(weights, dtype=torch.float32, device=device)
+    make_optimizer = StackedAdam if optimizer is None else optimizer
     lrs = config.lr_per_step()
     gen = torch.Generator(device=device)
     nb = math.ceil(n / B)
@@ -649,7 +663,7 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
             if e0 >= E:
                 continue
             params = [getattr(model, nm).detach()[a:b].requires_grad_(True) for nm in names]
-            opt = StackedAdam(params, lrs[a:b])
+            opt = make_optimizer(params, lrs[a:b])
             if e0 > 0:
                 if not state or (state["chunk"][0], state["chunk"][1]) != (a, b):
                     raise PhysdiffError(f"checkpoint has nets {a + 1}..{b} part-trained ({e0} epochs) but no "

@@ -62,9 +62,7 @@ import importlib
 import json
 import math
 import time
-from contextlib import contextmanager
 from typing import Callable, Sequence
-from unittest import mock
 
 import numpy as np
 import xarray as xr
@@ -172,17 +170,15 @@ def _weights_fn(kind: str | None, original: Callable) -> Callable:
     raise ValueError(f"weights must be one of {WEIGHTS} or None, got {kind!r}")
 
 
-@contextmanager
-def _optimizer(kind: str, weights: str | None = None):
-    """Run :func:`physdiff.ddpm.train` with Adam (its own) or with :class:`StackedSGD` swapped in, and
-    with the loss weights of ``weights`` (see :data:`WEIGHTS`; None: the config's own)."""
+def _train_kwargs(kind: str, weights: str | None, schedule, config) -> dict:
+    """``ddpm.train`` keywords for a variant: the optimiser (Adam: the trainer's own; SGD:
+    :class:`StackedSGD`) and the loss weights of ``weights`` (see :data:`WEIGHTS`; None: the config's)."""
     if kind not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {kind!r}")
-    train_module = importlib.import_module("physdiff.ddpm.train")
-    fn = _weights_fn(weights, train_module.loss_weights)
-    with mock.patch.object(train_module, "StackedAdam", StackedSGD if kind == "sgd" else train_module.StackedAdam), \
-            mock.patch.object(train_module, "loss_weights", fn):
-        yield
+    from ..ddpm.train import loss_weights
+
+    w = _weights_fn(weights, loss_weights)(schedule, config.loss, config.sigma)
+    return {"weights": w, "optimizer": StackedSGD if kind == "sgd" else None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,9 +456,8 @@ def _variants_study(out, *, dataset, variants, seed, n_train, epochs, hidden, ba
                                     dtype=np.float32)
             on_epoch = functools.partial(_record_epoch, history[name])
         t0 = time.perf_counter()
-        with _optimizer(opt, spec.get("weights")):
-            model = ddpm.train(x0, config, progress=progress, log=None, metadata={"dataset": dataset},
-                               on_epoch=on_epoch)
+        model = ddpm.train(x0, config, progress=progress, log=None, metadata={"dataset": dataset},
+                           on_epoch=on_epoch, **_train_kwargs(opt, spec.get("weights"), config.make_schedule(), config))
         t_train = time.perf_counter() - t0
         sched = model.schedule
         w = _weights_fn(spec.get("weights"), ddpm.loss_weights)(sched, config.loss, config.sigma)

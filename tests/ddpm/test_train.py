@@ -279,3 +279,18 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 def test_rescaled_schedule_with_too_few_steps_says_how_many():
     with pytest.raises(ValueError, match=r"too few steps.*use T > 20"):
         ddpm.get_config("swiss-roll-2", "quick", T=10)
+
+
+def test_explicit_weights_and_optimizer_hooks():
+    x0 = np.random.default_rng(0).standard_normal((64, 3)).astype(np.float32)
+    cfg = TrainConfig(schedule={"name": "linear"}, T=4, hidden=5, epochs=2, batch=32, seed=0, loss="weighted")
+    default = ddpm.train(x0, cfg, progress=False, log=None)
+    sched = cfg.make_schedule()
+    explicit = ddpm.train(x0, cfg, progress=False, log=None, weights=loss_weights(sched, "weighted"),
+                          optimizer=lambda params, lrs: StackedAdam(params, lrs))
+    for a, b in zip(default.model.parameters(), explicit.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="one per step"):
+        ddpm.train(x0, cfg, progress=False, log=None, weights=np.ones(3))
+    with pytest.raises(ValueError, match="positive"):
+        ddpm.train(x0, cfg, progress=False, log=None, weights=np.array([1.0, 0.0, 1.0, 1.0]))
