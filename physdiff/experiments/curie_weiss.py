@@ -10,7 +10,6 @@ Mezard 2024 (arXiv:2402.18491); [RA23] Raya & Ambrogioni 2023 (arXiv:2305.19693)
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import xarray as xr

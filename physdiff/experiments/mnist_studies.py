@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
