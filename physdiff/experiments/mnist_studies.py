@@ -295,6 +295,23 @@ def _flat_attrs(d: dict, prefix: str = "") -> dict:
 # 1. reconstruction
 # ---------------------------------------------------------------------------------------------
 
+def _heldout_setup(checkpoint, device, sigma, seed, n_images, classifier, data_dir, log):
+    """What the reconstruction and inpainting studies share: the MNIST model, its held-out images
+    (all, and the ``n_images`` picked per digit), and the classifier with its share of correct
+    labels on the picked originals."""
+    model, ck_name = _load(checkpoint, device)
+    digits = _check_mnist_model(model)
+    sigma = model._sigma(sigma)
+    seed_i = _seed_int(seed)
+    x_held, y_held = heldout_images(model.data, data_dir)
+    held_idx = np.asarray(model.data["holdout_indices"], dtype=np.int64)
+    pick = _select_images(y_held, n_images, digits, np.random.default_rng([seed_i, 1]))
+    x0, y0 = x_held[pick], y_held[pick]
+    clf = _classifier(classifier, seed_i, data_dir, log)
+    share_originals = float(np.mean(clf.predict(x0) == y0))
+    return model, ck_name, digits, sigma, seed_i, x_held, y_held, held_idx, pick, x0, y0, clf, share_originals
+
+
 def reconstruction_study(checkpoint, out, *, t_start: Sequence[int] = DEFAULT_T_START, n_images: int | None = None,
                          n_recon: int = 8, n_show: int = 4, n_examples: int = 2, seed: SeedLike = 0,
                          data_dir=None, sigma: str | None = None, reliable_level: float = 0.9,
@@ -387,18 +404,10 @@ def reconstruction_study(checkpoint, out, *, t_start: Sequence[int] = DEFAULT_T_
     reliable_level = check_real("reliable_level", reliable_level, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     out = prepare_out(out, RECONSTRUCTION_OUTPUTS, force=force)
     t0_all = time.perf_counter()
-    model, ck_name = _load(checkpoint, device)
-    digits = _check_mnist_model(model)
-    sigma = model._sigma(sigma)
+    (model, ck_name, digits, sigma, seed_i, x_held, y_held, held_idx, pick, x0, y0, clf,
+     share_originals) = _heldout_setup(checkpoint, device, sigma, seed, n_images, classifier, data_dir, log)
     steps = map_thesis_steps(model.schedule, np.unique(np.asarray(t_start)))
-    seed_i = _seed_int(seed)
-    x_held, y_held = heldout_images(model.data, data_dir)
-    held_idx = np.asarray(model.data["holdout_indices"], dtype=np.int64)
-    pick = _select_images(y_held, n_images, digits, np.random.default_rng([seed_i, 1]))
-    x0, y0 = x_held[pick], y_held[pick]
     n = x0.shape[0]
-    clf = _classifier(classifier, seed_i, data_dir, log)
-    share_originals = float(np.mean(clf.predict(x0) == y0))
     same = same_digit_distance(x_held, y_held)
     nn_other = np.sqrt(_pairwise_sq(x_held, x_held) + np.diag(np.full(len(x_held), np.inf))).min(axis=1)
     ex = _examples(y0, digits, n_examples)
@@ -686,18 +695,10 @@ def inpainting_study(checkpoint, out, *, patch: int = 14, position: tuple[int, i
     position = (int(r_c[0]), int(r_c[1]))
     out = prepare_out(out, INPAINTING_OUTPUTS, force=force)
     t0_all = time.perf_counter()
-    model, ck_name = _load(checkpoint, device)
-    digits = _check_mnist_model(model)
-    sigma = model._sigma(sigma)
-    seed_i = _seed_int(seed)
+    (model, ck_name, digits, sigma, seed_i, x_held, y_held, held_idx, pick, x0, y0, clf,
+     share_originals) = _heldout_setup(checkpoint, device, sigma, seed, n_images, classifier, data_dir, log)
     x_train = training_images(model, data_dir)
-    x_held, y_held = heldout_images(model.data, data_dir)
-    held_idx = np.asarray(model.data["holdout_indices"], dtype=np.int64)
-    pick = _select_images(y_held, n_images, digits, np.random.default_rng([seed_i, 1]))
-    x0, y0 = x_held[pick], y_held[pick]
     n = x0.shape[0]
-    clf = _classifier(classifier, seed_i, data_dir, log)
-    share_originals = float(np.mean(clf.predict(x0) == y0))
     hole = ~known
     log(f"inpainting: {n} held-out images, a {patch}x{patch} patch at (row, col) = {position}, "
         f"{n_inpaint} draws per image, methods {methods}, model T={model.T}")
