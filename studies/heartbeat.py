@@ -126,4 +126,6 @@ def _figure(ds, x_eval, path):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from physdiff.experiments._io import run_script
+
+    sys.exit(run_script(main, "heartbeat"))

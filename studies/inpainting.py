@@ -50,4 +50,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from physdiff.experiments._io import run_script
+
+    sys.exit(run_script(main, "inpainting"))

@@ -235,4 +235,6 @@ def _figure(ds, path):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from physdiff.experiments._io import run_script
+
+    sys.exit(run_script(main, "sd15_swiss_roll"))

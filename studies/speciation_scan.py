@@ -48,15 +48,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
     command = shlex.join(["python", "studies/speciation_scan.py", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        speciation_scan(a.out, N=a.N, beta=a.beta, h=a.h, seeds=a.seeds, epochs=a.epochs, n_pairs=a.n_pairs,
-                        n_pairs_exact=a.n_pairs_exact, preset=a.preset, seed=a.seed, device=a.device,
-                        num_threads=a.threads, force=a.force, retrain=a.retrain, progress=not a.no_progress, command=command)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"speciation_scan: error: {exc}", file=sys.stderr)
-        return 2
+    speciation_scan(a.out, N=a.N, beta=a.beta, h=a.h, seeds=a.seeds, epochs=a.epochs, n_pairs=a.n_pairs,
+                    n_pairs_exact=a.n_pairs_exact, preset=a.preset, seed=a.seed, device=a.device,
+                    num_threads=a.threads, force=a.force, retrain=a.retrain, progress=not a.no_progress, command=command)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from physdiff.experiments._io import run_script
+
+    sys.exit(run_script(main, "speciation_scan"))

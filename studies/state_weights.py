@@ -48,15 +48,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
     command = shlex.join(["python", "studies/state_weights.py", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        state_weight_scan(a.out, N=a.N, beta=a.beta, H=a.H, P_values=a.P, seed=a.seed, steps=a.steps,
-                          epochs=a.epochs, n_generate=a.n_generate, preset=a.preset, device=a.device,
-                          num_threads=a.threads, force=a.force, retrain=a.retrain, progress=not a.no_progress, command=command)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"state_weights: error: {exc}", file=sys.stderr)
-        return 2
+    state_weight_scan(a.out, N=a.N, beta=a.beta, H=a.H, P_values=a.P, seed=a.seed, steps=a.steps,
+                      epochs=a.epochs, n_generate=a.n_generate, preset=a.preset, device=a.device,
+                      num_threads=a.threads, force=a.force, retrain=a.retrain, progress=not a.no_progress, command=command)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from physdiff.experiments._io import run_script
+
+    sys.exit(run_script(main, "state_weights"))

@@ -18,3 +18,18 @@ def prepare_out(out, names, *, force: bool = False, resume: bool = False) -> Pat
             f"an interrupted training run, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def run_script(main, name: str) -> int:
+    """Run a ``studies/`` script's ``main()`` and turn the errors a user can fix (bad arguments,
+    missing or existing files, :class:`~physdiff.PhysdiffError`) into one line on stderr and exit
+    status 2, as the ``physdiff`` command does."""
+    import sys
+
+    from .._util import PhysdiffError
+
+    try:
+        return main()
+    except (ValueError, FileNotFoundError, FileExistsError, PhysdiffError) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
