@@ -531,7 +531,8 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
     optimizer : callable, optional
         ``optimizer(params, lrs)`` returning an object with :class:`StackedAdam`'s interface
         (``step``, ``state_tensors``, ``load_state_tensors``) for the stacked parameters of a chunk
-        and their per-step learning rates; default :class:`StackedAdam`.
+        and their per-step learning rates; default :class:`StackedAdam`. Neither ``weights`` nor
+        ``optimizer`` is recorded in checkpoints: to ``resume`` such a run, pass them again.
 
     Returns
     -------
