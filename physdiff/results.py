@@ -15,6 +15,7 @@ speciation ``phi(t)`` (probability that two clones end in the same class) and ``
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -30,6 +31,7 @@ from . import __version__
 from ._util import atomic_path
 
 __all__ = [
+    "describe",
     "provenance",
     "write_dataset",
     "open_dataset",
@@ -54,6 +56,53 @@ def provenance(seed=None, command: str | None = None, **attrs) -> dict:
     return out
 
 
+def describe(ds: xr.Dataset, *, title: str, params, seed, history: str) -> xr.Dataset:
+    """A copy of ``ds`` with the global attributes of a physdiff result and the swept parameters
+    as scalar coordinates (see ``docs/design.md``, "Results").
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The Dataset; its own attributes are kept unless overridden here.
+    title : str
+        What the Dataset is (the study's title).
+    params : dataclass instance or mapping
+        The full parameters, stored as JSON in ``params``. For a dataclass, every field with
+        ``metadata["coord"]`` true becomes a scalar coordinate (unless ``ds`` already has a
+        variable of that name), so ``xarray.combine_by_coords`` merges runs that differ in it.
+    seed : int or None
+        The random seed (``"none"`` if None).
+    history : str
+        The command line or the Python call that produced ``ds``.
+
+    Returns
+    -------
+    xarray.Dataset
+        With attrs ``Conventions = "CF-1.10"``, ``title``, ``source = "physdiff <version>"``,
+        ``history``, ``params`` (JSON) and ``seed``.
+    """
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"ds must be an xarray.Dataset, got {type(ds).__name__}")
+    if dataclasses.is_dataclass(params) and not isinstance(params, type):
+        values = dataclasses.asdict(params)
+        coords = {f.name: values[f.name] for f in dataclasses.fields(params) if f.metadata.get("coord")}
+    elif isinstance(params, Mapping):
+        values, coords = dict(params), {}
+    else:
+        raise TypeError(f"params must be a dataclass instance or a mapping, got {type(params).__name__}")
+    out = ds.assign_coords({k: v for k, v in coords.items() if k not in ds.variables and k not in ds.dims})
+    out.attrs = {
+        **ds.attrs,
+        "Conventions": "CF-1.10",
+        "title": str(title),
+        "source": f"physdiff {__version__}",
+        "history": str(history),
+        "params": json.dumps(values, default=str, sort_keys=True),
+        "seed": "none" if seed is None else seed,
+    }
+    return out
+
+
 def _netcdf_attr(v):
     """Map a Python value onto something netCDF attributes can hold."""
     if v is None:
@@ -73,7 +122,7 @@ def _netcdf_attr(v):
 
 
 def write_dataset(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
-    """Write ``ds`` to netCDF-4 at ``path`` atomically (h5netcdf engine).
+    """Write ``ds`` to netCDF-4 at ``path`` atomically (h5netcdf engine, numeric arrays zlib-compressed).
 
     Attributes that netCDF cannot hold (None, bools, dicts, nested lists) are converted: None to
     ``"none"``, bools to 0/1, dicts and nested lists to JSON strings.
@@ -90,8 +139,10 @@ def write_dataset(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = 
     ds.attrs = {k: _netcdf_attr(v) for k, v in ds.attrs.items()}
     for name in ds.variables:
         ds[name].attrs = {k: _netcdf_attr(v) for k, v in ds[name].attrs.items()}
+    encoding = {name: {"zlib": True, "complevel": 4} for name, var in ds.variables.items()
+                if var.ndim > 0 and var.dtype.kind in "biuf"}
     with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+        ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
     return path
 
 
