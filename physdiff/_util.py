@@ -1,4 +1,4 @@
-"""Private helpers shared by the physdiff rooms: seeds, input validation, atomic writes.
+"""Private helpers shared by the physdiff rooms: seeds, input validation, atomic writes, staged output.
 
 Nothing here is public API; the public functions call these at their boundary so that every
 room reports bad input the same way (``ValueError`` with a message that says how to fix it).
@@ -7,14 +7,21 @@ room reports bad input the same way (``ValueError`` with a message that says how
 from __future__ import annotations
 
 import contextlib
+import glob
+import logging
 import os
+import shutil
+import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 SeedLike = int | np.random.Generator | None
+
+_log = logging.getLogger("physdiff")
 
 
 class PhysdiffError(RuntimeError):
@@ -99,16 +106,229 @@ def _umask() -> int:
     return mask
 
 
+_TMP_TAG = ".tmp-"
+_OLD_TAG = ".old-"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with id ``pid`` exists on this machine (``os.kill(pid, 0)``)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _owner_pid(name: str, prefix: str) -> int | None:
+    """The owner PID encoded in a temporary name ``<prefix><pid>-<random>[...]``, or None."""
+    head = name[len(prefix):].split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _fsync_path(p: Path) -> None:
+    """fsync a file or directory (best effort: some file systems refuse fsync on directories)."""
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every regular file and directory below ``root`` (and ``root`` itself)."""
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            fp = Path(dirpath) / f
+            if fp.is_file() and not fp.is_symlink():
+                _fsync_path(fp)
+        _fsync_path(Path(dirpath))
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def clean_stale(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that killed writers left next to ``target``; returns what was removed.
+
+    Writers of ``target`` (:func:`staged_output`, :func:`atomic_path`, checkpoint saves) name their
+    temporaries ``.<name>.tmp-<pid>-<random>`` and the run they replace ``.<name>.old-<pid>-<random>``.
+    An entry whose owner process no longer exists is stale: a temporary is deleted; an ``.old-``
+    directory is moved back to ``target`` if ``target`` is missing (a kill between the two renames of
+    a replacement), else deleted. Entries of live processes are left alone. Each action is logged on
+    the ``physdiff`` logger.
+    """
+    target = Path(target)
+    parent = target.parent
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for tag in (_OLD_TAG, _TMP_TAG):
+        prefix = f".{target.name}{tag}"
+        try:
+            entries = sorted(parent.glob(glob.escape(prefix) + "*"))
+        except OSError:
+            return removed
+        for entry in entries:
+            pid = _owner_pid(entry.name, prefix)
+            if pid is None or _pid_alive(pid):
+                continue
+            if tag == _OLD_TAG and not os.path.lexists(target):
+                os.rename(entry, target)
+                _log.warning("restored %s from %s, left by a killed run (process %d)", target, entry.name, pid)
+                continue
+            _remove(entry)
+            removed.append(entry)
+            _log.warning("removed %s, left by a killed run (process %d)", entry, pid)
+    return removed
+
+
+def glob_escape(s: str) -> str:
+    """``s`` with the glob metacharacters ``*?[`` escaped."""
+    return re.sub(r"([*?\[])", r"[\1]", s)
+
+
+def _check_parent_writable(target: Path, what: str) -> None:
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except PermissionError as exc:
+        raise PermissionError(f"cannot create {parent} for {what} {target}: {exc.strerror}; choose another "
+                              "output path") from None
+    except (FileExistsError, NotADirectoryError):
+        raise FileExistsError(f"cannot write {what} {target}: a parent on the way is a file, not a "
+                              "directory; choose another output path") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {what} {target}: its folder {parent} is not writable; choose "
+                              "another output path or fix the permissions")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with Linux ``renameat2(RENAME_EXCHANGE)``; False if unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn(-100, os.fsencode(a), -100, os.fsencode(b), 2) == 0  # AT_FDCWD, RENAME_EXCHANGE
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Move the directory ``new`` to ``target``, replacing an existing ``target`` atomically.
+
+    Linux: one ``renameat2(RENAME_EXCHANGE)``, then the old run (now at ``new``) is deleted; at no
+    moment is ``target`` missing. Elsewhere: ``target`` is renamed to ``.<name>.old-<pid>-<random>``,
+    ``new`` to ``target``, and the old one deleted; a kill between the two renames is repaired by
+    :func:`clean_stale` on the next run. The parent directory is fsynced.
+    """
+    if os.path.lexists(target):
+        if _exchange(new, target):
+            _fsync_path(target.parent)
+            _remove(new)
+            return
+        old = target.with_name(f".{target.name}{_OLD_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        os.rename(target, old)
+        os.rename(new, target)
+        _fsync_path(target.parent)
+        _remove(old)
+    else:
+        os.rename(new, target)
+    _fsync_path(target.parent)
+
+
+def output_target(out: str | os.PathLike) -> Path:
+    """The real path written for ``out``: a symlink (also a dangling one) is followed, never replaced."""
+    out = Path(os.fspath(out)).expanduser()
+    return Path(os.path.realpath(out)) if out.is_symlink() else Path(os.path.abspath(out))
+
+
+@contextlib.contextmanager
+def staged_output(out: str | os.PathLike, *, force: bool = False, resume: bool = False) -> Iterator[Path]:
+    """Write a run's output directory as one transaction: all of it appears in ``out``, or nothing changes.
+
+    Yields a fresh temporary directory ``.<name>.tmp-<pid>-<random>`` next to ``out`` (same file
+    system); the caller writes every output file there. When the ``with`` block ends without error,
+    every file is fsynced and the directory is moved to ``out`` atomically (with ``force`` or
+    ``resume``, an existing ``out`` is replaced only at that moment, see :func:`replace_dir`). When it
+    raises, the temporary is deleted and ``out`` is untouched. When the process is killed, ``out`` is
+    untouched and the temporary is left behind; the next writer of ``out`` deletes it
+    (:func:`clean_stale`: a temporary whose owner PID is no longer alive is stale).
+
+    Parameters
+    ----------
+    out : path
+        The output directory. A symlink is followed: its target is written, the link kept.
+    force : bool
+        Replace an existing, non-empty ``out`` (at the end, once the new run is complete).
+    resume : bool
+        Continue an earlier run: the temporary starts as a copy of ``out``'s files (if any), and
+        replaces ``out`` at the end as with ``force``.
+
+    Raises
+    ------
+    FileExistsError
+        ``out`` exists and is not a directory, or is a non-empty directory and neither ``force`` nor
+        ``resume`` is set (the message names the path and the fix).
+    PermissionError
+        The folder that would hold ``out`` cannot be created or written; raised before anything is
+        computed.
+    """
+    target = output_target(out)
+    if os.path.lexists(target) and not target.is_dir():
+        raise FileExistsError(f"output {target} exists and is not a directory; remove it or choose another "
+                              "output directory")
+    if target.is_dir() and any(target.iterdir()) and not (force or resume):
+        raise FileExistsError(f"output directory {target} already holds a run; pass --force (force=True) to "
+                              "replace it once the new run has completed, or choose another output directory")
+    _check_parent_writable(target, "output directory")
+    clean_stale(target)
+    tmp = target.with_name(f".{target.name}{_TMP_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    if resume and target.is_dir():
+        shutil.copytree(target, tmp, symlinks=True)
+    else:
+        tmp.mkdir()
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        replace_dir(tmp, target)
+    finally:
+        if os.path.lexists(tmp):
+            _remove(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it over ``path`` atomically.
 
     A write that fails or is killed half-way leaves ``path`` as it was (or absent), never half
-    written: the final ``os.replace`` is atomic on POSIX file systems.
+    written: the final ``os.replace`` is atomic on POSIX file systems. The temporary is named
+    ``.<name>.tmp-<pid>-<random>``; one left by a killed writer is removed by the next
+    (:func:`clean_stale`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{_TMP_TAG}{os.getpid()}-", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -117,6 +337,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp_path, path)
+        _fsync_path(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
