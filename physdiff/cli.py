@@ -6,8 +6,8 @@ Commands (each writes into ``--out``, creating it; nothing is overwritten withou
     physdiff train swiss-roll  [--turns 2|3] [--preset ...]
     physdiff train curie-weiss --N N --beta B [--h H] [--n-train P]
     physdiff sample CHECKPOINT_DIR -n 64 --out FILE.nc
-    physdiff study curie-weiss --N N --beta B [--h H] [--T T]
-    physdiff study phase-transition CHECKPOINT_DIR [CHECKPOINT_DIR ...]
+    physdiff study --list
+    physdiff study NAME [--PARAM VALUE ...] --out DIR [--force] [--threads K] [--no-progress]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import shlex
 import sys
 
 from . import __version__
+from .studies import _runner
 
 __all__ = ["main", "build_parser"]
 
@@ -81,39 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma", default=None, choices=["beta", "posterior"], help="reverse-step variance")
     p.add_argument("--no-progress", action="store_true")
 
-    study = sub.add_parser("study", help="physics studies (write netCDF Datasets and figures)")
-    ssub = study.add_subparsers(dest="study", required=True)
-    p = ssub.add_parser("curie-weiss", help="potentials, forward histograms, exact-score reverse runs, "
-                        "cloning and speciation of the Curie-Weiss model")
-    p.add_argument("--N", type=int, default=1000)
-    p.add_argument("--beta", type=float, default=1.5)
-    p.add_argument("--h", type=float, default=0.0)
-    p.add_argument("--T", type=int, default=100, help="steps of Ho et al.'s linear schedule rescaled to T "
-                   "(ends at t = 5.06); default 100")
-    p.add_argument("--n-pairs", type=int, default=1500, help="clone pairs of the cloning experiment (default 1500; "
-                   "Biroli et al. used >= 4000, about 8 minutes at N = 1000)")
-    _add_common(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p = ssub.add_parser("phase-transition", help="a trained Curie-Weiss DDPM against the exact theory: scores, "
-                        "potentials, autoencoder energies, speciation, state weights, memorisation")
-    p.add_argument("checkpoint", nargs="+", help="Curie-Weiss checkpoint dir(s); several (one per --n-train P) "
-                   "give the scan in P")
-    p.add_argument("--linear", default=None, help="checkpoint of the same model with linear hidden units "
-                   "(default: CHECKPOINT_linear if it exists)")
-    p.add_argument("--n-eval", type=int, default=400, help="forward samples per step for the score comparison")
-    p.add_argument("--n-potential", type=int, default=10000, help="forward samples for the potentials")
-    p.add_argument("--n-pairs", type=int, default=2000, help="clone pairs, learned model")
-    p.add_argument("--n-pairs-exact", type=int, default=1000, help="clone pairs, exact score")
-    p.add_argument("--n-generate", type=int, default=2000, help="generated samples for state weights")
-    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    _add_common(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _runner.add_study_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``physdiff`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "study":
+        return _runner.cli_main(args.study_name, args.study_args, list_=args.list)
     from . import experiments
     from ._util import PhysdiffError
 
@@ -134,16 +111,6 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "sample":
             experiments.sample_job(args.checkpoint, args.out, n=args.n, seed=args.seed, device=args.device,
                                    sigma=args.sigma, force=args.force, progress=progress, command=command)
-        elif args.command == "study" and args.study == "curie-weiss":
-            experiments.curie_weiss_study(args.out, N=args.N, beta=args.beta, h=args.h, T=args.T,
-                                          n_pairs=args.n_pairs, seed=args.seed, force=args.force,
-                                          progress=progress, command=command)
-        elif args.command == "study" and args.study == "phase-transition":
-            experiments.phase_transition_study(
-                args.checkpoint, args.out, linear=args.linear, seed=args.seed, n_eval=args.n_eval,
-                n_potential=args.n_potential, n_pairs=args.n_pairs, n_pairs_exact=args.n_pairs_exact,
-                n_generate=args.n_generate, device=args.device, force=args.force, progress=progress,
-                command=command)
     except (ValueError, FileNotFoundError, FileExistsError, PhysdiffError) as exc:
         print(f"physdiff: error: {exc}", file=sys.stderr)
         return 2
