@@ -347,14 +347,17 @@ def loss_weights(schedule: Schedule, loss: str = "simple", sigma: str = "beta") 
 class StackedAdam:
     """Adam over stacked per-timestep tensors, with one learning rate per timestep.
 
-    Exactly ``torch.optim.Adam`` (``amsgrad=False``, no weight decay; [KB15] with torch's
+    Exactly ``torch.optim.Adam`` (``amsgrad=False``, no weight decay; Kingma & Ba 2015 in torch's
     bias-corrected form)::
 
         m <- beta1 m + (1 - beta1) g;      v <- beta2 v + (1 - beta2) g^2
         p <- p - (lr_t / (1 - beta1^k)) m / (sqrt(v) / sqrt(1 - beta2^k) + eps)
 
     applied elementwise, with ``lr_t`` broadcast along the leading (timestep) axis. Since every
-    operation is elementwise, this is ``C`` independent Adams, one per net.
+    operation is elementwise, this is ``C`` independent Adams, one per net. It *is* torch's
+    public ``torch.optim.Adam``: one instance per run of consecutive timesteps that share a
+    learning rate, over views of the stacked tensors (the moments are views of stacked moment
+    tensors too, so they can be saved and restored as a whole).
 
     Parameters
     ----------
@@ -364,9 +367,14 @@ class StackedAdam:
         Learning rate of each timestep (> 0).
     betas, eps : Adam constants (torch's defaults).
     fused : bool or None
-        Use torch's fused Adam kernel (``torch._fused_adam_``, what ``torch.optim.Adam(fused=True)``
-        runs; several times faster on CPU) once per run of equal learning rates, else torch's
-        single-tensor arithmetic. None: fused where the kernel exists for the device.
+        ``torch.optim.Adam(fused=True)`` (one pass over memory; several times faster on CPU) or
+        its single-tensor arithmetic (``foreach=False``). None: fused where torch supports it for
+        the parameters' device and dtype.
+
+    Raises
+    ------
+    ValueError
+        ``lr`` of the wrong length, non-finite or not positive.
     """
 
     def __init__(self, params, lr, betas=ADAM_BETAS, eps: float = ADAM_EPS, fused: bool | None = None):
@@ -383,38 +391,34 @@ class StackedAdam:
         self.step_count = 0
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        # runs of consecutive timesteps sharing one learning rate: [(start, stop, lr), ...]
+        self.fused = _fused_adam_supported(self.params[0]) if fused is None else bool(fused)
+        # runs of consecutive timesteps sharing one learning rate, each with its own torch Adam
         cuts = np.flatnonzero(np.diff(lr)) + 1
         edges = [0, *cuts.tolist(), C]
-        self._groups = [(a, b, float(lr[a])) for a, b in zip(edges[:-1], edges[1:])]
-        self.fused = _fused_adam_available(self.params[0]) if fused is None else bool(fused)
+        self._groups = []
+        for a, b in zip(edges[:-1], edges[1:]):
+            views = [p.detach()[a:b] for p in self.params]
+            opt = torch.optim.Adam(views, lr=float(lr[a]), betas=self.betas, eps=self.eps,
+                                   fused=self.fused or None, foreach=False if not self.fused else None)
+            for view, m, v in zip(views, self.exp_avg, self.exp_avg_sq):
+                opt.state[view] = {"step": self._step_tensor(view, 0), "exp_avg": m[a:b], "exp_avg_sq": v[a:b]}
+            self._groups.append((a, b, views, opt))
+
+    def _step_tensor(self, p: torch.Tensor, k: int) -> torch.Tensor:
+        # torch.optim.Adam keeps its step count as a float32 tensor (on the device when fused)
+        return torch.tensor(float(k), dtype=torch.float32, device=p.device if self.fused else "cpu")
 
     @torch.no_grad()
     def step(self, grads) -> None:
         """One Adam step with ``grads`` (same shapes as ``params``)."""
-        beta1, beta2 = self.betas
         self.step_count += 1
-        k = self.step_count
         grads = list(grads)
-        for a, b, lr in self._groups:
-            ps = [p[a:b] for p in self.params]
-            gs = [g[a:b] for g in grads]
-            ms = [m[a:b] for m in self.exp_avg]
-            vs = [v[a:b] for v in self.exp_avg_sq]
-            if self.fused:
-                # torch.optim.Adam(fused=True)'s kernel: the same update in one pass over memory
-                steps = [torch.tensor(float(k), device=p.device) for p in ps]
-                torch._fused_adam_(ps, gs, ms, vs, [], steps, lr=lr, beta1=beta1, beta2=beta2,
-                                   weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
-                continue
-            # torch.optim.Adam's single-tensor (foreach=False) arithmetic, term by term
-            bias_correction1 = 1 - beta1**k
-            bias_correction2_sqrt = (1 - beta2**k) ** 0.5
-            for p, g, m, v in zip(ps, gs, ms, vs):
-                m.lerp_(g, 1 - beta1)
-                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
-                p.addcdiv_(m, denom, value=-(lr / bias_correction1))
+        for a, b, views, opt in self._groups:
+            for view, g in zip(views, grads):
+                view.grad = g[a:b]
+            opt.step()
+            for view in views:
+                view.grad = None
 
     def state_tensors(self, names) -> dict[str, torch.Tensor]:
         """The moments as ``{"exp_avg.<name>": ..., "exp_avg_sq.<name>": ...}``."""
@@ -435,18 +439,20 @@ class StackedAdam:
                                         "match this configuration")
                 store[i].copy_(src)
         self.step_count = int(step_count)
+        for _, _, views, opt in self._groups:
+            for view in views:
+                opt.state[view]["step"] = self._step_tensor(view, self.step_count)
 
 
-def _fused_adam_available(p: torch.Tensor) -> bool:
-    if not hasattr(torch, "_fused_adam_"):
-        return False
+def _fused_adam_supported(p: torch.Tensor) -> bool:
+    """Whether ``torch.optim.Adam(fused=True)`` runs for tensors like ``p`` (device, dtype)."""
     try:
-        z = [torch.zeros(1, device=p.device, dtype=p.dtype)]
-        torch._fused_adam_(z, [torch.zeros_like(z[0])], [torch.zeros_like(z[0])], [torch.zeros_like(z[0])], [],
-                           [torch.tensor(1.0, device=p.device)], lr=1e-3, beta1=0.9, beta2=0.999,
-                           weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+        z = torch.zeros(1, device=p.device, dtype=p.dtype)
+        opt = torch.optim.Adam([z], fused=True)
+        z.grad = torch.zeros_like(z)
+        opt.step()
         return True
-    except (RuntimeError, NotImplementedError, TypeError):
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
         return False
 
 
