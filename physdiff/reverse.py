@@ -3,7 +3,7 @@
 Everything here takes an ``eps_fn(x_t, t) -> eps`` callable: a trained :class:`physdiff.ddpm.DDPM`
 (``model.eps``), or an exact score converted with :func:`eps_from_score`. Sampling, trajectories
 and the cloning experiment therefore run identically on the learned and the exact score, so the
-two are compared like with like (DESIGN.md). Arrays may be numpy arrays or torch tensors; the
+two are compared like with like. Arrays may be numpy arrays or torch tensors; the
 chain's noise comes from the matching library, seeded from ``seed``.
 
 References
@@ -20,10 +20,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ._util import SeedLike, as_generator, check_positive_int
+from ._util import SeedLike, as_generator, check_positive_int, check_real
 from .schedules import Schedule
+from .theory.gaussian import PHI_SPECIATION
 
-__all__ = ["reverse_chain", "eps_from_score", "reverse_step", "NoiseSource", "cloning", "CloningResult"]
+__all__ = ["reverse_chain", "eps_from_score", "reverse_step", "NoiseSource", "cloning", "CloningResult",
+           "crossing_time", "cloning_branch_steps"]
 
 EpsFn = Callable[[object, int], object]
 
@@ -60,7 +62,7 @@ class NoiseSource:
 def eps_from_score(score_fn: Callable, schedule: Schedule) -> EpsFn:
     """Turn ``score_fn(x_t, alpha_bar) -> score`` into ``eps_fn(x_t, t)``.
 
-    Uses ``eps = -sqrt(1 - alpha_bar_t) * score`` (Tweedie; DESIGN.md "Score"). ``score_fn`` takes
+    Uses ``eps = -sqrt(1 - alpha_bar_t) * score`` (Tweedie; ``docs/theory.md``). ``score_fn`` takes
     the ``alpha_bar`` value of the step, as the :mod:`physdiff.theory` functions do, e.g.
     ``lambda x, ab: theory.curie_weiss.score(x, ab, beta=1.5)``.
     """
@@ -185,12 +187,103 @@ def _to_numpy(a) -> np.ndarray:
     return np.asarray(a)
 
 
+def crossing_time(t, phi, level: float = PHI_SPECIATION, stderr=None, seed: SeedLike = None, *,
+                  n_boot: int = 400, missing: str = "raise"):
+    """Where ``phi(t)`` first falls through ``level``, linearly interpolated, with its error.
+
+    The measured speciation time of [BBBM24] is the crossing of ``phi = 0.7752``, the universal
+    large-N value at ``t_S`` (:data:`physdiff.theory.gaussian.PHI_SPECIATION`, the default
+    ``level``); see ``docs/theory.md``, "Speciation, cloning and collapse". The function only
+    interpolates: pass physical times ``t = -log(alpha_bar) / 2`` to get a physical time, step
+    ratios ``k / k_S`` to get a step ratio. With ``stderr`` the standard error of the crossing is a
+    parametric bootstrap: ``n_boot`` replicates ``clip(phi + stderr * g, 0, 1)``, ``g ~ N(0, I)``,
+    each interpolated the same way; replicates that do not cross inside the grid are dropped.
+
+    Parameters
+    ----------
+    t : array_like, shape (K,)
+        Times (any order, sorted internally), distinct and finite.
+    phi : array_like, shape (K,)
+        Cloning probabilities at those times.
+    level : float in (0, 1)
+        Crossing level; default :data:`~physdiff.theory.gaussian.PHI_SPECIATION`.
+    stderr : array_like, shape (K,), optional
+        Standard errors of ``phi`` (e.g. :attr:`CloningResult.phi_stderr`). Without it no error is
+        computed.
+    seed : int, numpy.random.Generator or None
+        Seeds the bootstrap.
+    n_boot : int >= 2
+        Bootstrap replicates.
+    missing : {"raise", "nan"}
+        What to do when ``phi`` never falls through ``level`` on the grid: raise ``ValueError``, or
+        return NaN (and a NaN error).
+
+    Returns
+    -------
+    float
+        The crossing time, if ``stderr`` is None.
+    (float, float)
+        The crossing time and its bootstrap standard error, if ``stderr`` is given (the error is
+        NaN when fewer than 2 replicates cross).
+
+    Raises
+    ------
+    ValueError
+        Shapes differ, fewer than 2 points, repeated or non-finite times, negative ``stderr``, a
+        ``level`` outside (0, 1), or no crossing on the grid with ``missing="raise"`` (extend the
+        grid to earlier or later times).
+    """
+    level = check_real("level", level, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    if missing not in ("raise", "nan"):
+        raise ValueError(f"missing must be 'raise' or 'nan', got {missing!r}")
+    tt = np.asarray(t, dtype=np.float64)
+    pp = np.asarray(phi, dtype=np.float64)
+    if tt.ndim != 1 or pp.shape != tt.shape or tt.size < 2:
+        raise ValueError(f"t and phi must be 1-D of the same length >= 2, got shapes {tt.shape} and {pp.shape}")
+    if not (np.all(np.isfinite(tt)) and np.all(np.isfinite(pp))):
+        raise ValueError("t and phi must be finite")
+    order = np.argsort(tt, kind="stable")
+    tt, pp = tt[order], pp[order]
+    if np.any(np.diff(tt) == 0.0):
+        raise ValueError("t contains repeated times; average phi over repeats first")
+    se = None
+    if stderr is not None:
+        se = np.asarray(stderr, dtype=np.float64)
+        if se.shape != tt.shape or not np.all(np.isfinite(se)) or np.any(se < 0):
+            raise ValueError(f"stderr must hold {tt.size} finite values >= 0, got shape {se.shape}")
+        se = se[order]
+        n_boot = check_positive_int("n_boot", n_boot, minimum=2)
+    t0 = _first_crossing(tt, pp, level)
+    if np.isnan(t0):
+        if missing == "raise":
+            raise ValueError(f"phi never falls through level={level} on this grid (phi ranges over "
+                             f"[{pp.min():.4f}, {pp.max():.4f}]); extend the grid of times")
+        return t0 if se is None else (t0, math.nan)
+    if se is None:
+        return t0
+    rng = as_generator(seed)
+    reps = np.clip(pp[None, :] + se[None, :] * rng.standard_normal((n_boot, tt.size)), 0.0, 1.0)
+    boots = np.array([_first_crossing(tt, r, level) for r in reps])
+    boots = boots[np.isfinite(boots)]
+    return t0, (float(np.std(boots, ddof=1)) if boots.size >= 2 else math.nan)
+
+
+def _first_crossing(tt: np.ndarray, pp: np.ndarray, level: float) -> float:
+    """First ``t`` (sorted ``tt``) where ``pp`` goes from ``>= level`` to ``< level``; NaN if none."""
+    down = np.flatnonzero((pp[:-1] >= level) & (pp[1:] < level))
+    if down.size == 0:
+        return math.nan
+    i = int(down[0])
+    frac = (pp[i] - level) / (pp[i] - pp[i + 1])
+    return float(tt[i] + frac * (tt[i + 1] - tt[i]))
+
+
 @dataclass(frozen=True)
 class CloningResult:
-    """Outcome of :func:`cloning` with ``return_details=True``; arrays are numpy.
+    """Outcome of :func:`cloning`; arrays are numpy.
 
     Fields are attributes and also mapping keys (``res.phi`` or ``res["phi"]``; ``keys()``,
-    ``as_dict()``), so it can stand in for a dict.
+    ``as_dict()``).
 
     Attributes
     ----------
@@ -244,21 +337,71 @@ class CloningResult:
         """The fields as a plain dict."""
         return {k: getattr(self, k) for k in self.keys()}
 
-    def speciation_time(self, level: float | None = None) -> float:
-        """Physical time where ``phi`` falls through ``level`` (default 0.7752) [BBBM24].
+    def speciation_time(self, level: float = PHI_SPECIATION, seed: SeedLike = None, *, n_boot: int = 400,
+                        missing: str = "raise") -> tuple[float, float]:
+        """Physical time where ``phi`` falls through ``level`` (default 0.7752) and its standard
+        error [BBBM24].
 
-        See :func:`physdiff.theory.gaussian.speciation_time_phi`; raises ``ValueError`` if the
-        branch steps do not bracket the crossing.
+        :func:`crossing_time` on ``(physical_time, phi)`` with the binomial ``phi_stderr``
+        (parametric bootstrap of ``n_boot`` replicates seeded by ``seed``). Raises ``ValueError`` if
+        the branch steps do not bracket the crossing (``missing="nan"``: returns NaNs instead).
+
+        Returns
+        -------
+        (speciation_time, speciation_time_stderr) : (float, float)
         """
-        from .theory.gaussian import PHI_SPECIATION, speciation_time_phi
+        return crossing_time(self.physical_time, self.phi, level, self.phi_stderr, seed, n_boot=n_boot,
+                             missing=missing)
 
-        return speciation_time_phi(self.physical_time, self.phi,
-                                   PHI_SPECIATION if level is None else level)
+
+def cloning_branch_steps(schedule: Schedule, t_center: float, *, span: tuple[float, float] = (-0.9, 1.2),
+                         n_branch: int = 10, t_classify: int = 0) -> list[int]:
+    """Branch steps for :func:`cloning` around a physical time (typically ``t_S``).
+
+    The steps nearest ``t_center + linspace(span[0], span[1], n_branch)`` in physical time
+    (:meth:`Schedule.step_at_time`), keeping positive times and steps above ``t_classify``; steps
+    that coincide are merged.
+
+    Parameters
+    ----------
+    schedule : Schedule
+    t_center : float
+        Physical time at the centre of the grid, e.g. ``(1/2) log Lambda`` [BBBM24].
+    span : (float, float)
+        Offsets of the first and last branch time from ``t_center``.
+    n_branch : int >= 2
+        Branch times requested.
+    t_classify : int >= 0
+        Every branch step is above it (see :func:`cloning`).
+
+    Returns
+    -------
+    list of int
+        Decreasing steps in ``[t_classify + 1, T]``.
+
+    Raises
+    ------
+    ValueError
+        ``n_branch < 2``, a ``span`` that is not increasing, or no step left (a schedule with more
+        steps is needed).
+    """
+    n_branch = check_positive_int("n_branch", n_branch, minimum=2)
+    t_classify = check_positive_int("t_classify", t_classify, minimum=0)
+    lo, hi = (float(v) for v in span)
+    if not lo < hi:
+        raise ValueError(f"span must be increasing (first, last offset), got {span}")
+    taus = float(t_center) + np.linspace(lo, hi, n_branch)
+    steps = sorted({schedule.step_at_time(tau) for tau in taus if tau > 0} - set(range(t_classify + 1)),
+                   reverse=True)
+    if not steps:
+        raise ValueError(f"no branch step above t_classify={t_classify} in a schedule of T={schedule.T} steps "
+                         f"around t = {t_center:.3f}; use a schedule with more steps")
+    return steps
 
 
 def cloning(eps_fn: EpsFn, schedule: Schedule, classify: Callable, branch_steps: Sequence[int],
             n_pairs: int, d: int, seed: SeedLike = None, x_T=None, sigma: str = "beta",
-            return_details: bool = False, t_classify: int = 0):
+            t_classify: int = 0) -> CloningResult:
     """The cloning experiment: probability ``phi(t)`` that two clones end in the same class [BBBM24].
 
     ``n_pairs`` reverse trajectories start at step ``T`` from ``N(0, I)`` (or from ``x_T``). At each
@@ -270,6 +413,8 @@ def cloning(eps_fn: EpsFn, schedule: Schedule, classify: Callable, branch_steps:
     ``eps`` are compared like with like. For exact reverse dynamics ``phi`` estimates
     ``E_{x_t}[sum_c P(c | x_t)^2]`` (:mod:`physdiff.theory.gaussian`); branching at ``T`` gives the
     baseline ``sum_c p_c^2`` and branching at step 1 gives exactly 1 (the last step is noiseless).
+    :meth:`CloningResult.speciation_time` gives the crossing of 0.7752 with its error
+    (:func:`crossing_time`); ``docs/theory.md``, "Speciation, cloning and collapse".
 
     Parameters
     ----------
@@ -293,8 +438,6 @@ def cloning(eps_fn: EpsFn, schedule: Schedule, classify: Callable, branch_steps:
         torch tensor (on the model's device, in its dtype) to run a torch ``eps_fn``.
     sigma : {"beta", "posterior"}
         Reverse-step variance [Ho20, Sec. 3.2].
-    return_details : bool
-        Return a :class:`CloningResult` instead of ``phi``.
     t_classify : int
         Step at which the endpoints are classified (default 0, the data). A later step saves the
         finishing steps below it and is exact when the classes are frozen by then (e.g. the sign
@@ -303,8 +446,9 @@ def cloning(eps_fn: EpsFn, schedule: Schedule, classify: Callable, branch_steps:
 
     Returns
     -------
-    phi : ndarray, float64, (K,)
-        Or a :class:`CloningResult` if ``return_details``.
+    CloningResult
+        ``phi`` and ``phi_stderr`` (float64 (K,), in the order of ``branch_steps``), the labels,
+        the class shares and the baseline.
 
     Raises
     ------
@@ -368,8 +512,6 @@ def cloning(eps_fn: EpsFn, schedule: Schedule, classify: Callable, branch_steps:
     labels = labels_of(x)
     clone_labels = np.stack([clone_of_step[int(t_b)] for t_b in steps])
     phi = np.mean(clone_labels == labels[None, :], axis=1, dtype=np.float64)
-    if not return_details:
-        return phi
     classes, counts = np.unique(labels, return_counts=True)
     share = counts / n_pairs
     return CloningResult(

@@ -9,7 +9,8 @@ checked against it within statistical tolerance.
 import numpy as np
 import pytest
 
-from physdiff.reverse import CloningResult, cloning, eps_from_score, reverse_chain, reverse_step
+from physdiff.reverse import (CloningResult, cloning, cloning_branch_steps, crossing_time, eps_from_score, reverse_chain,
+                              reverse_step)
 from physdiff.schedules import make_schedule
 from physdiff.theory.gaussian import PHI_SPECIATION, phi_two_clusters, score_gaussian, score_two_gaussians
 
@@ -143,7 +144,7 @@ def _classify(x0):
 def test_cloning_matches_two_cluster_theory():
     n = 10_000
     steps = [SCHED.step_at_time(tau) for tau in (1.6, 0.6, 1.1)] + [1, SCHED.T]
-    res = cloning(_two_cluster_eps(), SCHED, _classify, steps, n, 1, seed=0, return_details=True)
+    res = cloning(_two_cluster_eps(), SCHED, _classify, steps, n, 1, seed=0)
     assert isinstance(res, CloningResult)
     theory = phi_two_clusters(res.physical_time, M_NORM, SIGMA**2)
     se = np.sqrt(theory * (1 - theory) / n)
@@ -161,23 +162,26 @@ def test_cloning_matches_two_cluster_theory():
     assert res.baseline == pytest.approx(np.sum(res.class_share**2))
     np.testing.assert_array_equal(res["phi"], res.phi)
     assert set(res.keys()) >= {"phi", "phi_stderr", "baseline", "physical_time"}
-    # the crossing of 0.7752 lies between the branch times that bracket it
-    assert 1.1 < res.speciation_time() < 1.6 and PHI_SPECIATION == pytest.approx(0.7752, abs=1e-4)
+    # the crossing of 0.7752 lies between the branch times that bracket it, with a bootstrap error
+    t_x, t_err = res.speciation_time(seed=0)
+    assert 1.1 < t_x < 1.6 and PHI_SPECIATION == pytest.approx(0.7752, abs=1e-4)
+    assert 0.0 < t_err < 0.1
+    assert t_x == crossing_time(res.physical_time, res.phi)
 
 
 def test_cloning_seed_order_and_validation():
     sched = make_schedule("linear", 60)
     eps = _two_cluster_eps(sched)
-    phi = cloning(eps, sched, _classify, [40, 10, 25], 300, 1, seed=1)
+    phi = cloning(eps, sched, _classify, [40, 10, 25], 300, 1, seed=1).phi
     assert phi.shape == (3,) and phi.dtype == np.float64
-    np.testing.assert_array_equal(phi, cloning(eps, sched, _classify, [40, 10, 25], 300, 1, seed=1))
+    np.testing.assert_array_equal(phi, cloning(eps, sched, _classify, [40, 10, 25], 300, 1, seed=1).phi)
     # the order of branch_steps only permutes the output (the steps are processed in decreasing t)
-    np.testing.assert_array_equal(cloning(eps, sched, _classify, [10, 25, 40], 300, 1, seed=1), phi[[1, 2, 0]])
+    np.testing.assert_array_equal(cloning(eps, sched, _classify, [10, 25, 40], 300, 1, seed=1).phi, phi[[1, 2, 0]])
     # a given x_T and a Generator seed
     x_T = np.random.default_rng(9).standard_normal((300, 1))
     a = cloning(eps, sched, _classify, [30], 300, 1, seed=np.random.default_rng(3), x_T=x_T)
     b = cloning(eps, sched, _classify, [30], 300, 1, seed=np.random.default_rng(3), x_T=x_T)
-    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a.phi, b.phi)
     for args, match in [(([0], 10, 1), r"outside \[1, T"), (([61], 10, 1), "outside"), (([], 10, 1), "non-empty"),
                         (([2.5], 10, 1), "integers"), (([5], 0, 1), "n_pairs"), (([5], 10, 0), "d")]:
         with pytest.raises(ValueError, match=match):
@@ -206,8 +210,57 @@ def test_cloning_torch():
         return (x0[:, 0] > 0).long()
 
     x_T = torch.randn(200, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    a = cloning(eps, sched, classify, [50, 1], 200, 1, seed=4, x_T=x_T, return_details=True)
+    a = cloning(eps, sched, classify, [50, 1], 200, 1, seed=4, x_T=x_T)
     b = cloning(eps, sched, classify, [50, 1], 200, 1, seed=4, x_T=x_T)
-    np.testing.assert_array_equal(a.phi, b)
+    np.testing.assert_array_equal(a.phi, b.phi)
     assert a.phi[1] == 1.0 and all(tp is torch.Tensor for tp in seen)
     assert isinstance(a.labels, np.ndarray)
+
+
+# ------------------------------------------------------------------------------------------------
+# crossing of phi = 0.7752
+# ------------------------------------------------------------------------------------------------
+
+def test_crossing_time_interpolates_and_validates():
+    m_norm = 20.0
+    t = np.linspace(2.0, 4.0, 101)
+    phi = phi_two_clusters(t, m_norm, 1.0)
+    # the two-cluster phi crosses PHI_SPECIATION exactly at t = log(m_norm) (r = 1)
+    assert crossing_time(t, phi) == pytest.approx(np.log(m_norm), abs=1e-5)
+    perm = np.random.default_rng(0).permutation(t.size)
+    assert crossing_time(t[perm], phi[perm]) == crossing_time(t, phi)
+    assert crossing_time([0.0, 1.0], [0.9, 0.5], level=0.7) == pytest.approx(0.5)
+    assert np.isnan(crossing_time(t[:50], phi[:50], missing="nan"))
+    assert all(np.isnan(crossing_time(t[:50], phi[:50], stderr=np.full(50, 0.01), missing="nan")))
+    for args, kw, match in [((t[:50], phi[:50]), {}, "never falls"), (([0.0, 0.0, 1.0], [0.9, 0.8, 0.5]), {}, "repeated"),
+                            (([0.0, 1.0], [0.9]), {}, "same length"), (([0.0, 1.0], [0.9, 0.5]), {"level": 1.2}, "level"),
+                            (([0.0, 1.0], [0.9, 0.5]), {"stderr": [0.1, -1.0]}, "stderr"),
+                            (([0.0, 1.0], [0.9, 0.5]), {"missing": "zero"}, "missing")]:
+        with pytest.raises(ValueError, match=match):
+            crossing_time(*args, **kw)
+
+
+def test_crossing_time_bootstrap_error_matches_the_delta_method():
+    # phi linear in t with slope -a: the crossing moves by d phi / a, so for small errors its standard
+    # error is the interpolation of the two bracketing errors divided by a (delta method)
+    t = np.linspace(0.0, 1.0, 11)
+    a = 0.5
+    phi = 0.95 - a * t
+    se = np.full(t.size, 0.004)
+    t0, err = crossing_time(t, phi, stderr=se, seed=1, n_boot=4000)
+    assert t0 == pytest.approx((0.95 - PHI_SPECIATION) / a, abs=1e-12)
+    frac = (t0 - 0.3) / 0.1
+    expected = np.hypot((1 - frac) * 0.004, frac * 0.004) / a
+    # bootstrap standard deviation of 4000 replicates: relative error ~ 1 / sqrt(2 * 4000) = 1.1 %
+    assert err == pytest.approx(expected, rel=5 * 0.011)
+    assert crossing_time(t, phi, stderr=se, seed=1, n_boot=100) == crossing_time(t, phi, stderr=se, seed=1, n_boot=100)
+
+
+def test_cloning_branch_steps():
+    steps = cloning_branch_steps(SCHED, 1.5, span=(-1.0, 1.0), n_branch=5, t_classify=3)
+    assert steps == sorted(steps, reverse=True) and min(steps) > 3
+    np.testing.assert_allclose(SCHED.physical_time[steps], [2.5, 2.0, 1.5, 1.0, 0.5], atol=0.02)
+    with pytest.raises(ValueError, match="span"):
+        cloning_branch_steps(SCHED, 1.5, span=(1.0, -1.0))
+    with pytest.raises(ValueError, match="no branch step"):
+        cloning_branch_steps(make_schedule("linear", 3), 0.01, span=(-0.5, 0.005), n_branch=2, t_classify=3)
