@@ -1,10 +1,23 @@
 """physdiff: the statistical physics of diffusion generative models.
 
-Rooms (see DESIGN.md): ``schedules``, ``forward`` (numba), ``spins`` (numba), ``theory`` (numpy +
-scipy), ``reverse``, ``datasets``, ``ddpm`` (torch, imported lazily), ``metrics``, ``results``,
-``plotting`` and the ``physdiff`` command line (``cli``, with the pipelines in ``experiments``).
-Sohl-Dickstein et al. (2015)'s experiments live in ``binomial`` (numba binomial diffusion) and
-``sd15`` (torch, the bound K); the thesis' perceptron baseline in ``baselines``.
+The notebook front door (each name is imported on first use, so ``import physdiff`` stays light
+and does not import torch)::
+
+    import physdiff
+    run = physdiff.train("swiss-roll", out="runs/sr")          # model + its Datasets
+    model = physdiff.load("runs/sr")                           # a trained DDPM
+    samples = physdiff.sample("runs/sr", 512)                  # an xarray.Dataset
+    physdiff.list_studies()                                    # the registered studies
+    ds = physdiff.study("two-cluster-cloning", out="runs/bf2")  # dict of xarray.Datasets
+    sw = physdiff.sweep("two-cluster-cloning", {"seed": [0, 1, 2]})  # a grid, on dask.distributed
+
+The rooms: ``schedules`` (noise schedules), ``forward`` and ``spins`` (numba kernels),
+``theory`` (closed forms; numpy and scipy only), ``reverse`` (the reverse chain and cloning for
+any eps function), ``datasets`` (arrays), ``ddpm`` (torch: the per-timestep autoencoder DDPM),
+``sd15`` (Sohl-Dickstein et al. 2015), ``baselines``, ``metrics``, ``results`` (self-describing
+xarray Datasets and netCDF I/O), ``plotting`` (figures from Datasets), ``studies`` (one module
+per registered study), ``jobs`` (the train and sample jobs) and ``cli`` (the ``physdiff`` command).
+``docs/design.md`` describes the layout, ``docs/theory.md`` the formulas and their sources.
 """
 
 from importlib.metadata import PackageNotFoundError, version as _version
@@ -16,4 +29,27 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["PhysdiffError", "__version__"]
+__all__ = ["PhysdiffError", "__version__", "train", "load", "sample", "study", "list_studies", "sweep"]
+
+# name -> (module, attribute), imported on first access (PEP 562)
+_LAZY = {
+    "train": ("physdiff.jobs", "train"),
+    "sample": ("physdiff.jobs", "sample"),
+    "load": ("physdiff.ddpm", "load"),
+    "study": ("physdiff.studies", "study"),
+    "list_studies": ("physdiff.studies", "list_studies"),
+    "sweep": ("physdiff.studies._sweep", "sweep"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'physdiff' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
