@@ -1,8 +1,10 @@
-"""matplotlib figures drawn from physdiff's Datasets (Agg backend, files written atomically).
+"""matplotlib figures drawn from physdiff's Datasets.
 
-Each ``plot_*`` function takes a Dataset of the schema named in :mod:`physdiff.results` and a
-path, draws one figure, writes it (PNG by default; the format follows the suffix) and returns
-the path.
+Each ``plot_*`` function takes a Dataset of the schema named in :mod:`physdiff.results` (or of a
+study), draws into ``ax`` (or ``axes``) if given, else into a new figure, and returns the
+:class:`matplotlib.figure.Figure`; nothing is written. :func:`save_figure` writes a figure
+atomically. The backend is never chosen here: a notebook shows the figures inline, and a script
+without a display falls back to Agg (set ``MPLBACKEND=Agg`` to force it).
 """
 
 from __future__ import annotations
@@ -10,22 +12,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-
-from ._util import atomic_path  # noqa: E402
+from ._util import atomic_path
+from .theory.gaussian import PHI_SPECIATION
 
 __all__ = ["save_figure", "plot_samples", "plot_loss", "plot_potential", "plot_speciation",
            "plot_score_comparison", "plot_magnetization_trajectories", "plot_histograms",
            "plot_speciation_vs_N"]
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Save ``fig`` atomically at ``path`` and close it."""
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save ``fig`` atomically at ``path`` (format from the suffix, PNG by default), close it and
+    return the path."""
     path = Path(path)
     fmt = path.suffix.lstrip(".") or "png"
     with atomic_path(path) as tmp:
@@ -34,22 +36,51 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     return path
 
 
-def plot_samples(ds: xr.Dataset, path, *, reference=None, max_images: int = 64, title: str | None = None) -> Path:
+def _one_ax(ax, figsize):
+    """(figure, axes): ``ax`` and its figure, or a new figure of ``figsize`` with one axes."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+        return fig, ax
+    return ax.figure, ax
+
+
+def _n_axes(axes, n: int, figsize):
+    """(figure, list of n axes): the given ``axes`` (n of them) or a new row of n panels."""
+    if axes is None:
+        fig, grid = plt.subplots(1, n, figsize=figsize, squeeze=False)
+        return fig, list(grid[0])
+    axes = list(np.ravel(axes))
+    if len(axes) < n:
+        raise ValueError(f"axes must hold {n} Axes, got {len(axes)}")
+    return axes[0].figure, axes[:n]
+
+
+def _image_grid(imgs: np.ndarray, ax=None, columns: int | None = None) -> Figure:
+    """Images ``(n, rows, cols)`` in [-1, 1] tiled into one mosaic on a single axes."""
+    n, r, c = imgs.shape
+    k = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / k))
+    mosaic = np.full((rows * (r + 1) - 1, k * (c + 1) - 1), np.nan)
+    for i, im in enumerate(imgs):
+        y, x = divmod(i, k)
+        mosaic[y * (r + 1):y * (r + 1) + r, x * (c + 1):x * (c + 1) + c] = np.clip(im, -1, 1)
+    fig, ax = _one_ax(ax, (k * 0.9, rows * 0.9))
+    cmap = plt.get_cmap("gray").with_extremes(bad="white")
+    ax.imshow(mosaic, cmap=cmap, vmin=-1, vmax=1)
+    ax.axis("off")
+    return fig
+
+
+def plot_samples(ds: xr.Dataset, *, ax=None, reference=None, max_images: int = 64, title: str | None = None) -> Figure:
     """Generated samples: a grid of images when ``ds`` has ``image``, a scatter for 2-D samples (over
     ``reference`` data (m, 2) if given), else a histogram of the magnetization ``mean(x)``."""
     title = title or f"samples ({ds.attrs.get('dataset', '')})"
     if "image" in ds:
-        imgs = ds["image"].values[:max_images]
-        k = int(np.ceil(np.sqrt(len(imgs))))
-        fig, axes = plt.subplots(k, k, figsize=(k * 0.9, k * 0.9))
-        for ax in np.ravel(axes):
-            ax.axis("off")
-        for ax, im in zip(np.ravel(axes), imgs):
-            ax.imshow(np.clip(im, -1, 1), cmap="gray", vmin=-1, vmax=1)
-        fig.suptitle(title, fontsize=9)
-        return save_figure(fig, path)
+        fig = _image_grid(ds["image"].values[:max_images], ax=ax)
+        (ax or fig.axes[0]).set_title(title, fontsize=9)
+        return fig
     x = ds["x"].values
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = _one_ax(ax, (4.5, 4.5))
     if x.shape[1] == 2:
         if reference is not None:
             ref = np.asarray(reference)
@@ -63,13 +94,14 @@ def plot_samples(ds: xr.Dataset, path, *, reference=None, max_images: int = 64, 
         ax.set_xlabel("magnetization per spin  m = M/N")
         ax.set_ylabel("density")
     ax.set_title(title, fontsize=9)
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_loss(ds: xr.Dataset, path) -> Path:
-    """Training loss: the last epoch's loss against step t, and the loss against epoch for a few t."""
+def plot_loss(ds: xr.Dataset, *, axes=None) -> Figure:
+    """Training loss: the last epoch's loss against step t, and the loss against epoch for a few t
+    (two panels; ``axes`` holds two Axes if given)."""
     loss = ds["loss"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (a, b) = _n_axes(axes, 2, (9, 3.5))
     a.plot(loss["t"], loss.isel(epoch=-1), lw=1)
     a.set_xlabel("step t")
     a.set_ylabel("loss (last epoch)")
@@ -80,25 +112,25 @@ def plot_loss(ds: xr.Dataset, path) -> Path:
     b.set_xlabel("epoch")
     b.set_yscale("log")
     b.legend(fontsize=8)
-    fig.suptitle("per-timestep training loss", fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    a.set_title("per-timestep training loss", fontsize=10)
+    return fig
 
 
 def _time_colors(n):
     return plt.cm.viridis(np.linspace(0, 0.95, n))
 
 
-def plot_potential(ds: xr.Dataset, path, *, variables=("V", "U"), asymptotic_suffix: str = "_asymptotic",
-                   speciation_time: float | None = None) -> Path:
-    """Potentials along mu at several t (one panel per variable), each shifted to 0 at mu = 0, with
-    their large-N forms (variables named ``<var>_asymptotic``) dashed."""
+def plot_potential(ds: xr.Dataset, *, axes=None, variables=("V", "U"), asymptotic_suffix: str = "_asymptotic",
+                   speciation_time: float | None = None) -> Figure:
+    """Potentials along mu at several t (one panel per variable present in ``ds``; ``axes`` holds
+    that many Axes if given), each shifted to 0 at mu = 0, with their large-N forms (variables
+    named ``<var>_asymptotic``) dashed."""
     present = [v for v in variables if v in ds]
-    fig, axes = plt.subplots(1, len(present), figsize=(5 * len(present), 4), squeeze=False)
+    fig, axes = _n_axes(axes, len(present), (5 * len(present), 4))
     mu = ds["mu"].values
     i0 = int(np.argmin(np.abs(mu)))
     colors = _time_colors(ds.sizes["t"])
-    for ax, var in zip(axes[0], present):
+    for ax, var in zip(axes, present):
         for k in range(ds.sizes["t"]):
             tau = float(ds["physical_time"][k])
             v = ds[var].values[k]
@@ -114,19 +146,26 @@ def plot_potential(ds: xr.Dataset, path, *, variables=("V", "U"), asymptotic_suf
         lo, hi = np.nanpercentile(np.concatenate([ds[var].values[k] - ds[var].values[k][i0]
                                                   for k in range(ds.sizes["t"])]), [0, 60])
         ax.set_ylim(lo - 0.5, hi + 0.5)
-    axes[0][0].legend(fontsize=7, title="physical time", title_fontsize=7)
+    axes[0].legend(fontsize=7, title="physical time", title_fontsize=7)
     ts = speciation_time if speciation_time is not None else ds.attrs.get("speciation_time")
-    fig.suptitle(f"Curie-Weiss N={ds.attrs.get('N')}, beta={ds.attrs.get('beta')}, h={ds.attrs.get('h')}"
-                 + (f"; t_S = {float(ts):.3f}" if ts is not None else "")
-                 + "  (dashed: large-N forms)", fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    N, beta, h = (_scalar(ds, k) for k in ("N", "beta", "h"))
+    axes[0].set_title(f"Curie-Weiss N={N}, beta={beta}, h={h}"
+                         + (f"; t_S = {float(ts):.3f}" if ts is not None else "")
+                         + "  (dashed: large-N forms)", fontsize=9, loc="left")
+    return fig
 
 
-def plot_histograms(ds: xr.Dataset, path) -> Path:
+def _scalar(ds: xr.Dataset, name: str):
+    """A parameter of ``ds``: its scalar coordinate (or variable) ``name``, else the attribute."""
+    if name in ds.variables and ds[name].ndim == 0:
+        return ds[name].item()
+    return ds.attrs.get(name)
+
+
+def plot_histograms(ds: xr.Dataset, *, ax=None) -> Figure:
     """Forward-chain histograms of mu at several t (``hist(t, bin)`` with ``bin_center``) against
     the exact density ``P_exact(t, mu)``."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _one_ax(ax, (6, 4))
     colors = _time_colors(ds.sizes["t"])
     centers = ds["bin_center"].values
     width = np.diff(centers).mean()
@@ -138,16 +177,16 @@ def plot_histograms(ds: xr.Dataset, path) -> Path:
     ax.set_ylabel(r"$P_t(\mu)$")
     ax.set_title(f"forward chain (steps) vs exact $P_t(\\mu)$ (dashed), bin width {width:.2f}", fontsize=9)
     ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_magnetization_trajectories(ds: xr.Dataset, path, *, speciation_time: float | None = None,
-                                    max_lines: int = 200) -> Path:
+def plot_magnetization_trajectories(ds: xr.Dataset, *, ax=None, speciation_time: float | None = None,
+                                    max_lines: int = 200) -> Figure:
     """Reverse trajectories ``mu(traj, t)`` against physical time, coloured by the sign of the end
     point, with the speciation time marked."""
     mu = ds["mu"].values  # (traj, t)
     tau = ds["physical_time"].values
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = _one_ax(ax, (6.5, 4))
     final = mu[:, np.argmin(tau)]
     for i in range(min(max_lines, mu.shape[0])):
         ax.plot(tau, mu[i], lw=0.6, alpha=0.6, color="C3" if final[i] > 0 else "C0")
@@ -159,13 +198,13 @@ def plot_magnetization_trajectories(ds: xr.Dataset, path, *, speciation_time: fl
     ax.set_ylabel(r"$\mu = \sum_i x_i/\sqrt{N}$")
     ax.invert_xaxis()
     ax.set_title(ds.attrs.get("title", "reverse trajectories of the magnetization"), fontsize=9)
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_speciation(ds: xr.Dataset, path, *, level: float = 0.7752) -> Path:
-    """Cloning curve phi(t) against physical time with error bars, theory, the 0.7752 level and the
-    measured and theoretical speciation times."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+def plot_speciation(ds: xr.Dataset, *, ax=None, level: float = PHI_SPECIATION) -> Figure:
+    """Cloning curve phi(t) against physical time with error bars, theory, the ``level`` line and
+    the measured and theoretical speciation times."""
+    fig, ax = _one_ax(ax, (6, 4))
     tau = ds["physical_time"].values
     err = ds["phi_stderr"].values if "phi_stderr" in ds else None
     ax.errorbar(tau, ds["phi"].values, yerr=err, fmt="o", ms=3, capsize=2, label="measured")
@@ -184,12 +223,12 @@ def plot_speciation(ds: xr.Dataset, path, *, level: float = 0.7752) -> Path:
     ax.set_ylabel(r"$\phi(t)$ = P(same class)")
     ax.legend(fontsize=8)
     ax.set_title(ds.attrs.get("title", "cloning experiment"), fontsize=9)
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_speciation_vs_N(ds: xr.Dataset, path) -> Path:
+def plot_speciation_vs_N(ds: xr.Dataset, *, ax=None) -> Figure:
     """Speciation times against N (``speciation_time(beta, N, kind)``), with the (1/2) log N law."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _one_ax(ax, (6, 4))
     N = ds["N"].values
     for b in ds["beta"].values:
         for j, kind in enumerate(ds["kind"].values):
@@ -200,12 +239,13 @@ def plot_speciation_vs_N(ds: xr.Dataset, path) -> Path:
     ax.set_xlabel("N")
     ax.set_ylabel("speciation time (physical)")
     ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_score_comparison(ds: xr.Dataset, path, *, speciation_time: float | None = None) -> Path:
-    """Learned vs exact score against physical time: relative error and cosine."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+def plot_score_comparison(ds: xr.Dataset, *, axes=None, speciation_time: float | None = None) -> Figure:
+    """Learned vs exact score against physical time: relative error and cosine (two panels;
+    ``axes`` holds two Axes if given)."""
+    fig, (a, b) = _n_axes(axes, 2, (10, 3.8))
     tau = ds["physical_time"].values
     a.plot(tau, ds["relative_error"], label="total")
     for v, lab in (("relative_error_parallel", "magnetization direction"),
@@ -223,5 +263,4 @@ def plot_score_comparison(ds: xr.Dataset, path, *, speciation_time: float | None
         if ts is not None:
             ax.axvline(float(ts), color="k", ls="--", lw=1)
     a.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return fig

@@ -86,7 +86,7 @@ def curie_weiss_study(out, *, N: int = 1000, beta: float = 1.5, h: float = 0.0, 
             "U_asymptotic": cw.potential_asymptotic(mu, ab, N, beta, kind="drift")} if h == 0 else {}),
         attrs=base | {"speciation_time": t_cov})
     results.write_dataset(pot, out / "potential.nc")
-    plotting.plot_potential(pot, out / "potential.png", speciation_time=t_cov)
+    plotting.save_figure(plotting.plot_potential(pot, speciation_time=t_cov), out / "potential.png")
     log(f"potentials written ({time.perf_counter() - clock:.1f} s)")
 
     # 2. forward chain: histograms of mu(t) from exact spins against the exact P_t(mu)
@@ -107,7 +107,7 @@ def curie_weiss_study(out, *, N: int = 1000, beta: float = 1.5, h: float = 0.0, 
                 "alpha_bar": ("t", ab_f), "physical_time": ("t", sched.physical_time[steps])},
         attrs=base | {"n_samples": n_forward})
     results.write_dataset(fwd, out / "forward.nc")
-    plotting.plot_histograms(fwd, out / "forward.png")
+    plotting.save_figure(plotting.plot_histograms(fwd), out / "forward.png")
     log(f"forward histograms written ({time.perf_counter() - clock:.1f} s)")
 
     # 3. reverse trajectories driven by the exact score
@@ -122,7 +122,8 @@ def curie_weiss_study(out, *, N: int = 1000, beta: float = 1.5, h: float = 0.0, 
         coords={"t": rec, "alpha_bar": ("t", sched.alpha_bar[rec]), "physical_time": ("t", sched.physical_time[rec])},
         attrs=base | {"speciation_time": t_cov, "title": f"exact-score reverse trajectories, N={N}, beta={beta}"})
     results.write_dataset(tr, out / "trajectories.nc")
-    plotting.plot_magnetization_trajectories(tr.isel(t=slice(None, -1)), out / "trajectories.png", speciation_time=t_cov)
+    plotting.save_figure(plotting.plot_magnetization_trajectories(tr.isel(t=slice(None, -1)), speciation_time=t_cov),
+                          out / "trajectories.png")
     final = np.sign(mu_traj[:, -1])
     summary["share_plus"] = float(np.mean(final > 0))
     log(f"reverse trajectories written ({time.perf_counter() - clock:.1f} s)")
@@ -151,7 +152,7 @@ def curie_weiss_study(out, *, N: int = 1000, beta: float = 1.5, h: float = 0.0, 
     sp["speciation_time_phi_theory"] = ((), gaussian.speciation_time_phi(t_curve, sp["phi_curve"].values, PHI_LEVEL))
     sp["step_ratio"] = ("t", np.asarray(branch) / sched.step_at_time(t_cov))
     results.write_dataset(sp, out / "speciation.nc")
-    plotting.plot_speciation(sp, out / "cloning.png", level=PHI_LEVEL)
+    plotting.save_figure(plotting.plot_speciation(sp, level=PHI_LEVEL), out / "cloning.png")
     summary.update(speciation_time_measured=t_meas, speciation_time_measured_error=t_err,
                    speciation_time_phi_theory=float(sp["speciation_time_phi_theory"]))
     log(f"cloning written ({time.perf_counter() - clock:.1f} s)")
@@ -164,7 +165,7 @@ def curie_weiss_study(out, *, N: int = 1000, beta: float = 1.5, h: float = 0.0, 
     sN = xr.Dataset({"speciation_time": (("beta", "N", "kind"), ts)},
                     coords={"beta": betas, "N": Ns, "kind": kinds}, attrs=base)
     results.write_dataset(sN, out / "speciation_vs_N.nc")
-    plotting.plot_speciation_vs_N(sN, out / "speciation_vs_N.png")
+    plotting.save_figure(plotting.plot_speciation_vs_N(sN), out / "speciation_vs_N.png")
     log(f"speciation vs N written ({time.perf_counter() - clock:.1f} s)")
 
     log(f"speciation time: (1/2) log Lambda = {t_cov:.4f}; density V''(0)=0 at {t_den:.4f}; "

@@ -1241,7 +1241,7 @@ def phase_transition_study(checkpoint, out, *, linear=None, seed: int = 0, n_eva
     sc = score_comparison(model, N, beta, h, n_eval=n_eval, seed=rng,
                           attrs=base | {"title": f"learned vs exact score, N={N}, beta={beta}, h={h}"})
     results.write_dataset(sc, out / "score.nc")
-    plotting.plot_score_comparison(sc, out / "score.png", speciation_time=t_S)
+    plotting.save_figure(plotting.plot_score_comparison(sc, speciation_time=t_S), out / "score.png")
     for k in ("t_max_relative_error", "physical_time_max_relative_error", "max_relative_error",
               "t_max_relative_error_parallel", "physical_time_max_relative_error_parallel",
               "max_relative_error_parallel"):
@@ -1393,8 +1393,8 @@ def phase_transition_study(checkpoint, out, *, linear=None, seed: int = 0, n_eva
                             "physical_time": ("t", sched.physical_time[rec])},
                     attrs=base | {"title": f"learned reverse trajectories, N={N}, beta={beta}"})
     results.write_dataset(tr, out / "trajectories.nc")
-    plotting.plot_magnetization_trajectories(tr.isel(t=slice(None, -1)), out / "trajectories.png",
-                                             speciation_time=t_S)
+    plotting.save_figure(plotting.plot_magnetization_trajectories(tr.isel(t=slice(None, -1)), speciation_time=t_S),
+                         out / "trajectories.png")
     log(f"speciation written ({time.perf_counter() - clock:.1f} s): phi = {PHI_LEVEL} crossing learned "
         f"{t_l:.3f} +- {t_l_err:.3f}, exact score {t_e:.3f} +- {t_e_err:.3f}, theory {t_th:.3f}; "
         f"(1/2) log Lambda = {t_S:.3f}; Gaussian with the same Lambda {speciation_time_gaussian(Lam):.3f}"

@@ -151,11 +151,11 @@ def train_job(dataset: str, out, *, preset: str = "quick", seed: int = 0, device
     image_shape = meta.get("image_shape")
     sds = results.samples_dataset(samples, image_shape=image_shape, attrs=attrs)
     results.write_dataset(sds, out / "samples.nc")
-    plotting.plot_samples(sds, out / "samples.png", reference=x0 if x0.shape[1] == 2 else None)
+    plotting.save_figure(plotting.plot_samples(sds, reference=x0 if x0.shape[1] == 2 else None), out / "samples.png")
     lds = results.loss_dataset(model.loss_history, attrs=results.provenance(seed=seed, command=command,
                                                                              dataset=dataset, preset=preset))
     results.write_dataset(lds, out / "loss.nc")
-    plotting.plot_loss(lds, out / "loss.png")
+    plotting.save_figure(plotting.plot_loss(lds), out / "loss.png")
     log(f"trained in {train_s:.1f} s, sampled {n_samples} in {sample_s:.1f} s; outputs in {out}")
     for k, v in _flat(q).items():
         log(f"  {k}: {v}")
@@ -179,6 +179,6 @@ def sample_job(checkpoint, out, *, n: int = 64, seed: int = 0, device: str = "au
                                  attrs=results.provenance(seed=seed, command=command, checkpoint=str(checkpoint),
                                                           dataset=meta.get("dataset", "unknown")))
     results.write_dataset(ds, out)
-    plotting.plot_samples(ds, out.with_suffix(".png"))
+    plotting.save_figure(plotting.plot_samples(ds), out.with_suffix(".png"))
     log(f"{n} samples written to {out}")
     return out
