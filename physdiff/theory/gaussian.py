@@ -1,8 +1,8 @@
 """Exact scores of diffused Gaussian and two-Gaussian data, and the theory of the cloning
 probability ``phi(t)`` of [BBBM24].
 
-All formulas are written with ``s = sqrt(alpha_bar)`` and ``Delta = 1 - alpha_bar`` (REFERENCES.md
-sec. 1), so they hold for the discrete DDPM chain and for the Ornstein-Uhlenbeck process
+All formulas are written with ``s = sqrt(alpha_bar)`` and ``Delta = 1 - alpha_bar`` (``docs/theory.md``),
+so they hold for the discrete DDPM chain and for the Ornstein-Uhlenbeck process
 ``dx = -x dt + sqrt(2) dW`` alike: data ``x0 ~ p0`` diffuses to ``x_t = s x0 + sqrt(Delta) eps``, and
 the score is ``grad log p_t(x) = -(x - s E[x0 | x_t = x]) / Delta`` (Tweedie). Times taken or
 returned by the ``phi`` functions are physical times ``t = -log(alpha_bar) / 2``. numpy + scipy
@@ -16,7 +16,12 @@ clone's endpoint is an independent draw from the posterior ``q(x0 | x_t)``, so
     phi(t) = E_{x_t ~ p_t} [ sum_c P(c | x_t)^2 ],
 
 ``P(c | x_t)`` the posterior probability of the final class ``c``. The universal large-N value at the
-speciation time is ``phi(t_S) = 0.775200`` (:data:`PHI_SPECIATION`).
+speciation time is ``phi(t_S) = 0.775200`` (:data:`PHI_SPECIATION`); its crossing by a measured
+``phi`` is :func:`physdiff.reverse.crossing_time`.
+
+Collapse [BBBM24]: with ``P`` training points the empirical score memorises below the collapse
+time ``t_C``, where the excess entropy density :func:`excess_entropy` vanishes
+(:func:`collapse_time`; the estimate from a training set is :func:`excess_entropy_empirical`).
 
 References
 ----------
@@ -47,12 +52,16 @@ __all__ = [
     "phi_two_clusters",
     "phi_curie_weiss",
     "phi_curie_weiss_mc",
-    "speciation_time_phi",
+    "phi_gaussian",
+    "speciation_time_gaussian",
+    "collapse_time",
+    "excess_entropy",
+    "excess_entropy_empirical",
 ]
 
 #: Universal large-N value of the cloning probability at the speciation time [BBBM24]:
 #: ``phi = E_g[expit(2 + 2 g)]``, g ~ N(0, 1), the two-cluster formula at ``m e^{-t} = 1``,
-#: ``Gamma = 1`` (REFERENCES.md sec. 5 gives 0.775200).
+#: ``Gamma = 1`` ([BBBM24] give 0.775200).
 PHI_SPECIATION = 0.7752002453966632
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
@@ -146,7 +155,7 @@ def score_gaussian(x_t, alpha_bar, mean, cov) -> np.ndarray:
     """Exact score of diffused Gaussian data ``x0 ~ N(mean, cov)``.
 
     The forward process maps ``N(mean, cov)`` to ``p_t = N(s mean, s^2 cov + Delta I)`` with
-    ``s = sqrt(alpha_bar)``, ``Delta = 1 - alpha_bar`` (REFERENCES.md sec. 1; [Ho20] eq. 4), so
+    ``s = sqrt(alpha_bar)``, ``Delta = 1 - alpha_bar`` ([Ho20] eq. 4), so
     ``score(x) = -(s^2 cov + Delta I)^{-1} (x - s mean)``. A full ``cov`` is diagonalised once
     (``scipy.linalg.eigh``), which lets ``alpha_bar`` differ per sample.
 
@@ -196,7 +205,7 @@ def posterior_mean_gaussian(x_t, alpha_bar, mean, cov) -> np.ndarray:
 
     ``E[x0 | x_t] = mean + s cov (s^2 cov + Delta I)^{-1} (x_t - s mean)`` (Gaussian conditioning of
     the joint law of ``(x0, x_t)``); it satisfies Tweedie's formula
-    ``score = -(x_t - s E[x0 | x_t]) / Delta`` (REFERENCES.md sec. 1).
+    ``score = -(x_t - s E[x0 | x_t]) / Delta``.
 
     Parameters and errors as :func:`score_gaussian`.
 
@@ -337,7 +346,7 @@ def phi_two_clusters(t, m_norm, gamma, weight_plus=0.5) -> np.ndarray:
     """Cloning probability ``phi(t)`` of two clusters, the two-cluster theory of [BBBM24].
 
     ``phi(t) = (1/2) ∫ dq (G+^2 + G-^2) / (G+ + G-)``, ``G+- = N(q; +-m_norm e^{-t}, Gamma(t))``,
-    ``Gamma(t) = gamma e^{-2t} + 1 - e^{-2t}`` (REFERENCES.md sec. 5; [BBBM24] Methods): ``q`` is the
+    ``Gamma(t) = gamma e^{-2t} + 1 - e^{-2t}`` ([BBBM24] Methods): ``q`` is the
     coordinate along the cluster axis, ``m_norm`` the distance of each cluster centre from 0 and
     ``gamma`` the within-cluster variance along the axis, both at ``t = 0``. It is
     ``E_q[P(+|q)^2 + P(-|q)^2]`` for ``q`` drawn from the diffused mixture, and is evaluated in the
@@ -415,7 +424,7 @@ def phi_curie_weiss(t, N: int, beta: float, h: float = 0.0, n_grid: int = 401) -
 
     The class of a clone is the sign of its final magnetization ``M`` (``M = 0`` split half/half).
     This is ``phi`` for an observer of ``mu_t = sum_i x_i / sqrt(N)`` [BM23; BBBM24]: ``mu_t`` has the
-    exact law ``P_t(mu) = sum_M P(M) N(mu; s M / sqrt(N), Delta)`` (REFERENCES.md sec. 4), the class
+    exact law ``P_t(mu) = sum_M P(M) N(mu; s M / sqrt(N), Delta)`` ([BM23]), the class
     posterior given ``mu`` is ``P(+|mu) = p+(mu) / P_t(mu)`` with
     ``p+(mu) = sum_{M>0} P(M) N(mu; s M/sqrt(N), Delta) + P(0) N(mu; 0, Delta) / 2`` and
 
@@ -592,49 +601,234 @@ def phi_curie_weiss_mc(t, N: int, beta: float, h: float = 0.0, n_samples: int = 
     return phi, err
 
 
-def speciation_time_phi(t, phi, level: float = PHI_SPECIATION) -> float:
-    """Time at which ``phi(t)`` first falls through ``level``, linearly interpolated in ``t``.
+# ----------------------------------------------------------------------------------------------
+# a Gaussian along the cluster axis: phi and its crossing
+# ----------------------------------------------------------------------------------------------
 
-    The empirical speciation time of [BBBM24]: the crossing of ``phi = 0.7752`` (the universal
-    large-N value at ``t_S``, :data:`PHI_SPECIATION`). Pass physical times to get a physical time
-    (or step ratios ``k / k_S`` to get a step ratio; the function only interpolates).
+def phi_gaussian(t, Lam: float) -> np.ndarray:
+    """Cloning probability of centred Gaussian data of variance ``Lam`` along an axis ``u``, the
+    class being the sign of ``u.x``.
+
+    What the best linear model learns of two-cluster data with the same top eigenvalue
+    ``Lambda`` (``docs/theory.md``, "Speciation, cloning and collapse"). Diffused,
+    ``mu_t = s mu_0 + sqrt(Delta) xi``, and the two clones' endpoints are independent draws of
+    ``mu_0 | mu_t``, jointly Gaussian with correlation
+    ``rho = Var E[mu_0 | mu_t] / Lam = s^2 Lam / (s^2 Lam + Delta)``; for a centred Gaussian pair
+    ``P(same sign) = 1/2 + arcsin(rho) / pi`` (Sheppard's formula), ``s^2 = e^{-2t}``,
+    ``Delta = 1 - e^{-2t}``.
 
     Parameters
     ----------
-    t : array_like, shape (K,)
-        Times, any order (sorted internally), distinct, finite.
-    phi : array_like, shape (K,)
-        Cloning probabilities at those times.
-    level : float in (0, 1)
-        Crossing level.
+    t : float or array_like
+        Physical times ``>= 0``.
+    Lam : float > 0
+        Variance of the data along ``u`` (the top eigenvalue of the data covariance).
 
     Returns
     -------
-    t_cross : float
-        The first ``t`` (in increasing ``t``) where ``phi`` goes from ``>= level`` to ``< level``,
-        linearly interpolated between the two bracketing points.
+    phi : ndarray, float64, shape of ``t``
+        1 at ``t = 0``, decreasing to 1/2 as ``t -> inf``.
 
     Raises
     ------
     ValueError
-        Shapes differ, fewer than 2 points, repeated or non-finite times, or ``phi`` never falls
-        through ``level`` on the grid (extend the grid to earlier/later times).
+        Negative or non-finite ``t``; ``Lam <= 0``.
     """
-    tt = np.asarray(t, dtype=np.float64)
-    pp = np.asarray(phi, dtype=np.float64)
-    level = check_real("level", level, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
-    if tt.ndim != 1 or pp.shape != tt.shape or tt.size < 2:
-        raise ValueError(f"t and phi must be 1-D of the same length >= 2, got shapes {tt.shape} and {pp.shape}")
-    if not (np.all(np.isfinite(tt)) and np.all(np.isfinite(pp))):
-        raise ValueError("t and phi must be finite")
-    order = np.argsort(tt, kind="stable")
-    tt, pp = tt[order], pp[order]
-    if np.any(np.diff(tt) == 0.0):
-        raise ValueError("t contains repeated times; average phi over repeats first")
-    down = np.flatnonzero((pp[:-1] >= level) & (pp[1:] < level))
-    if down.size == 0:
-        raise ValueError(f"phi never falls through level={level} on this grid (phi ranges over "
-                         f"[{pp.min():.4f}, {pp.max():.4f}]); extend the grid of times")
-    i = int(down[0])
-    frac = (pp[i] - level) / (pp[i] - pp[i + 1])
-    return float(tt[i] + frac * (tt[i + 1] - tt[i]))
+    tt = _check_times(t)
+    Lam = check_real("Lam", Lam, lo=0.0, lo_open=True)
+    ab = np.exp(-2.0 * tt)
+    return 0.5 + np.arcsin(ab * Lam / (ab * Lam - np.expm1(-2.0 * tt))) / np.pi
+
+
+def speciation_time_gaussian(Lam: float, level: float = PHI_SPECIATION) -> float:
+    """Physical time where :func:`phi_gaussian` falls through ``level``, in closed form.
+
+    With ``rho* = sin(pi (level - 1/2))``: ``alpha_bar = rho* / (Lam (1 - rho*) + rho*)`` and
+    ``t = -(1/2) log alpha_bar`` (positive for every ``Lam > 0``: ``phi_gaussian(0) = 1``).
+
+    Parameters
+    ----------
+    Lam : float > 0
+        Variance along the class axis.
+    level : float in (1/2, 1)
+        Crossing level (default :data:`PHI_SPECIATION`).
+
+    Returns
+    -------
+    float
+        Physical time ``> 0``.
+
+    Raises
+    ------
+    ValueError
+        ``Lam <= 0`` or ``level`` outside (1/2, 1).
+    """
+    Lam = check_real("Lam", Lam, lo=0.0, lo_open=True)
+    level = check_real("level", level, lo=0.5, hi=1.0, lo_open=True, hi_open=True)
+    rho = float(np.sin(np.pi * (level - 0.5)))
+    ab = rho / (Lam * (1.0 - rho) + rho)
+    return -0.5 * float(np.log(ab))
+
+
+# ----------------------------------------------------------------------------------------------
+# collapse (memorisation) and the excess entropy [BBBM24]
+# ----------------------------------------------------------------------------------------------
+
+def _check_Pd(P, d) -> tuple[int, int]:
+    return check_positive_int("P", P), check_positive_int("d", d)
+
+
+def collapse_time(P: int, d: int, sigma2: float) -> float:
+    """Collapse (memorisation) time ``t_C`` of the empirical score of ``P`` isotropic Gaussian
+    points in ``d`` dimensions [BBBM24].
+
+    ``t_C`` is where the excess entropy density vanishes (:func:`excess_entropy`):
+    ``alpha = (1/2) log(1 + sigma2 e^{-2t} / Delta_t)``, ``alpha = log(P) / d``,
+    ``Delta_t = 1 - e^{-2t}``, so ``t_C = (1/2) log(1 + sigma2 / (e^{2 alpha} - 1))``
+    (``docs/theory.md``, "Speciation, cloning and collapse"). Keeping ``t_C`` small needs ``P``
+    exponential in ``d``.
+
+    Parameters
+    ----------
+    P : int >= 1
+        Training points.
+    d : int >= 1
+        Dimension.
+    sigma2 : float > 0
+        Per-dimension variance of the data (for Curie-Weiss at ``beta > 1``, the within-state
+        variance ``1 - m*^2``).
+
+    Returns
+    -------
+    float
+        Physical time; ``inf`` for ``P = 1`` (one point: the score is collapsed at all times).
+
+    Raises
+    ------
+    ValueError
+        ``P`` or ``d`` < 1, ``sigma2 <= 0``.
+    """
+    P, d = _check_Pd(P, d)
+    sigma2 = check_real("sigma2", sigma2, lo=0.0, lo_open=True)
+    c = float(np.expm1(2.0 * np.log(P) / d))
+    return float("inf") if c == 0.0 else 0.5 * float(np.log1p(sigma2 / c))
+
+
+def excess_entropy(t, P: int, d: int, sigma2: float, *, normalized: bool = True) -> np.ndarray:
+    """Excess entropy density ``f^e(t)`` of ``P`` isotropic Gaussian training points [BBBM24].
+
+    With ``alpha = log(P) / d`` and ``Delta_t = 1 - e^{-2t}``,
+
+        f^e(t) = max(0, alpha - (1/2) log(1 + sigma2 e^{-2t} / Delta_t)),
+
+    ``(1/d)`` times the entropy of the training index given ``x_t`` in the large-``d`` limit: it
+    is ``alpha`` (the index is unknown) at large ``t``, decreases as ``t`` falls and vanishes at
+    the collapse time :func:`collapse_time`, below which ``x_t`` pins down its training point and
+    the empirical score memorises (``docs/theory.md``, "Speciation, cloning and collapse").
+
+    Parameters
+    ----------
+    t : float or array_like
+        Physical times ``>= 0`` (``t = 0`` gives 0).
+    P : int >= 2
+        Training points.
+    d : int >= 1
+        Dimension.
+    sigma2 : float > 0
+        Per-dimension data variance.
+    normalized : bool
+        Return ``f^e(t) / alpha`` (in [0, 1], the curve of [BBBM24]'s figures; default) instead of
+        ``f^e(t)`` (nats per dimension).
+
+    Returns
+    -------
+    ndarray, float64, shape of ``t``
+
+    Raises
+    ------
+    ValueError
+        Negative or non-finite ``t``; ``P < 2``, ``d < 1`` or ``sigma2 <= 0``.
+    """
+    tt = _check_times(t)
+    P, d = _check_Pd(P, d)
+    if P < 2:
+        raise ValueError(f"P must be >= 2 (alpha = log(P)/d = 0 for one point), got {P}")
+    sigma2 = check_real("sigma2", sigma2, lo=0.0, lo_open=True)
+    alpha = np.log(P) / d
+    with np.errstate(divide="ignore"):
+        snr = sigma2 * np.exp(-2.0 * tt) / -np.expm1(-2.0 * tt)  # inf at t = 0
+    f = np.maximum(alpha - 0.5 * np.log1p(snr), 0.0)
+    return f / alpha if normalized else f
+
+
+def excess_entropy_empirical(x0, t, n_eval: int = 2000, seed: SeedLike = None, *,
+                             normalized: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Monte Carlo estimate of the excess entropy density from a training set [BBBM24].
+
+    The protocol of [BBBM24]: draw ``n_eval`` training points ``a_mu`` (uniformly, with
+    replacement) and noise them to time ``t``, ``x = e^{-t} a_mu + sqrt(Delta_t) z``; evaluate the
+    empirical density ``P^e_t(x) = (1/P) sum_nu N(x; e^{-t} a_nu, Delta_t I)`` by log-sum-exp over
+    the ``P`` points, and return
+
+        f^e(t) = (1/d) mean_x log P^e_t(x) + s_sep,   s_sep = alpha + (1/2) log(2 pi e Delta_t),
+
+    ``alpha = log(P) / d``. For isotropic Gaussian data it tends to :func:`excess_entropy` as
+    ``d`` grows (away from ``t_C``, the finite-``P`` bias is of order
+    ``e^{d (alpha - 2 f^e)} / d``; ``docs/theory.md``, "Speciation, cloning and collapse").
+
+    Parameters
+    ----------
+    x0 : array_like, shape (P, d)
+        Training points, ``P >= 2``.
+    t : float or array_like (K,)
+        Physical times ``> 0``.
+    n_eval : int >= 2
+        Noised points per time.
+    seed : int, numpy.random.Generator or None
+    normalized : bool
+        Divide by ``alpha`` (default), as :func:`excess_entropy`.
+
+    Returns
+    -------
+    f : ndarray, float64, shape of ``t``
+        The estimate (not clipped: statistical noise can make it slightly negative).
+    stderr : ndarray, float64, shape of ``t``
+        Its standard error over the ``n_eval`` points.
+
+    Raises
+    ------
+    ValueError
+        ``x0`` not 2-D with ``P >= 2`` finite rows, ``t <= 0`` or non-finite, ``n_eval < 2``.
+
+    Notes
+    -----
+    Cost ``O(n_eval P d)`` per time, in chunks of at most ~4e6 distances.
+    """
+    x0 = np.asarray(x0, dtype=np.float64)
+    if x0.ndim != 2 or x0.shape[0] < 2 or x0.shape[1] < 1 or not np.all(np.isfinite(x0)):
+        raise ValueError(f"x0 must be a finite (P, d) array with P >= 2 training points, got shape {x0.shape}")
+    tt = _check_times(t)
+    if np.any(tt <= 0.0):
+        raise ValueError("t must be > 0 (at t = 0 the empirical density is a sum of point masses)")
+    n_eval = check_positive_int("n_eval", n_eval, minimum=2)
+    rng = as_generator(seed)
+    P, d = x0.shape
+    alpha = np.log(P) / d
+    sq0 = np.sum(x0**2, axis=1)
+    f, err = np.empty(tt.shape), np.empty(tt.shape)
+    chunk = max(1, 4_000_000 // P)
+    for idx, ti in np.ndenumerate(tt):
+        s, delta = float(np.exp(-ti)), float(-np.expm1(-2.0 * ti))
+        x = s * x0[rng.integers(0, P, n_eval)] + np.sqrt(delta) * rng.standard_normal((n_eval, d))
+        vals = np.empty(n_eval)
+        for a in range(0, n_eval, chunk):
+            xa = x[a:a + chunk]
+            dist2 = np.maximum(np.sum(xa**2, axis=1)[:, None] - 2.0 * s * (xa @ x0.T) + s * s * sq0[None, :], 0.0)
+            log_pe = special.logsumexp(-dist2 / (2.0 * delta), axis=1) - np.log(P) - 0.5 * d * np.log(2 * np.pi * delta)
+            vals[a:a + chunk] = log_pe / d
+        s_sep = alpha + 0.5 * np.log(2.0 * np.pi * np.e * delta)
+        f[idx] = vals.mean() + s_sep
+        err[idx] = vals.std(ddof=1) / np.sqrt(n_eval)
+    if normalized:
+        return f / alpha, err / alpha
+    return f, err

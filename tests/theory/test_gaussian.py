@@ -1,4 +1,5 @@
-"""Gaussian and two-Gaussian scores; the cloning probability phi(t) (REFERENCES.md secs. 1, 4, 5).
+"""Gaussian and two-Gaussian scores; the cloning probability phi(t) and the collapse
+(excess entropy) of [BBBM24].
 
 Oracles: scipy.stats densities, finite differences, Gaussian conditioning (Tweedie), brute-force
 quadrature of the defining integrals and enumeration of all 2^N spin configurations.
@@ -15,17 +16,21 @@ from physdiff.theory.curie_weiss import magnetization_distribution
 from physdiff.theory.gaussian import (
     PHI_SPECIATION,
     _class_weights,
+    collapse_time,
+    excess_entropy,
+    excess_entropy_empirical,
     _posterior_plus_curie_weiss,
     log_density_gaussian,
     log_density_two_gaussians,
     phi_curie_weiss,
     phi_curie_weiss_mc,
+    phi_gaussian,
     phi_two_clusters,
     posterior_mean_gaussian,
     posterior_mean_two_gaussians,
     score_gaussian,
     score_two_gaussians,
-    speciation_time_phi,
+    speciation_time_gaussian,
 )
 
 RNG = np.random.default_rng(20240218)
@@ -205,7 +210,7 @@ def _phi_brute(t, m_norm, gamma, w=0.5, n=400_001):
 
 
 def test_phi_universal_value():
-    # REFERENCES.md sec. 5 (ref): phi(t_S) = 0.775200 where m_norm e^{-t} = 1 and Gamma = 1
+    # [BBBM24]: phi(t_S) = 0.775200 where m_norm e^{-t} = 1 and Gamma = 1
     assert PHI_SPECIATION == pytest.approx(0.775200, abs=5e-7)
     for m_norm in (10.0, 1e3):
         assert phi_two_clusters(np.log(m_norm), m_norm, 1.0) == pytest.approx(PHI_SPECIATION, abs=1e-12)
@@ -285,7 +290,7 @@ def test_phi_curie_weiss_tends_to_two_clusters():
     # P(M) -> two Gaussians of centre E|M| and variance Var|M|: the two-cluster formula with those
     # moments holds to O(1/N^2); with the thermodynamic m*, chi to O(1/N) (measured: 0.34/N).
     beta = 1.5
-    m_star = 0.858560  # REFERENCES.md sec. 2 (ref)
+    m_star = 0.858560  # root of m = tanh(1.5 m)
     chi = 0.434012
     for N, tol_moments, tol_thermo in ((100, 1e-3, 1e-2), (1000, 1e-5, 1e-3)):
         M, P = magnetization_distribution(N, beta)
@@ -348,20 +353,103 @@ def test_phi_curie_weiss_mc_against_brute_force_and_mu_bound():
 
 
 # ------------------------------------------------------------------------------------------------
-# speciation time from phi
+# a Gaussian along the cluster axis; collapse and excess entropy
 # ------------------------------------------------------------------------------------------------
 
-def test_speciation_time_phi():
-    m_norm = 20.0  # gamma = 1: r = m_norm e^{-t}, so phi = 0.7752 exactly at t = log(m_norm)
-    t = np.linspace(1.5, 4.5, 301)
-    phi = phi_two_clusters(t, m_norm, 1.0)
-    assert speciation_time_phi(t, phi) == pytest.approx(np.log(m_norm), abs=1e-5)
-    perm = RNG.permutation(t.size)
-    assert speciation_time_phi(t[perm], phi[perm]) == speciation_time_phi(t, phi)
-    assert speciation_time_phi([0.0, 1.0], [0.9, 0.5], level=0.7) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="never falls"):
-        speciation_time_phi(t[:50], phi[:50])
-    with pytest.raises(ValueError, match="repeated"):
-        speciation_time_phi([0.0, 0.0, 1.0], [0.9, 0.8, 0.5])
-    with pytest.raises(ValueError, match="same length"):
-        speciation_time_phi([0.0, 1.0], [0.9])
+def test_phi_gaussian_is_the_cloning_probability_of_a_gaussian():
+    # Monte Carlo of E[P(+|mu_t)^2 + P(-|mu_t)^2] for mu_0 ~ N(0, Lam): the posterior of mu_0 given
+    # mu_t is N(s Lam mu_t / v, Lam Delta / v), v = s^2 Lam + Delta; 4 standard errors
+    rng = np.random.default_rng(0)
+    Lam, n = 20.0, 200_000
+    for t in (0.3, 1.0, 1.5, 2.5):
+        s, D_t = np.exp(-t), -np.expm1(-2 * t)
+        v = s * s * Lam + D_t
+        mu_t = rng.normal(0, np.sqrt(v), n)
+        p = stats.norm.cdf((s * Lam * mu_t / v) / np.sqrt(Lam * D_t / v))
+        vals = p**2 + (1 - p) ** 2
+        assert abs(phi_gaussian(t, Lam) - vals.mean()) < 4 * vals.std() / np.sqrt(n)
+    # limits: 1 at t = 0, 1/2 at t -> inf
+    assert phi_gaussian(0.0, Lam) == 1.0 and phi_gaussian(40.0, Lam) == pytest.approx(0.5, abs=1e-12)
+    tG = speciation_time_gaussian(Lam)
+    assert phi_gaussian(tG, Lam) == pytest.approx(PHI_SPECIATION, abs=1e-12)
+    assert speciation_time_gaussian(Lam, level=0.9) < tG
+    # a narrow Gaussian crosses early: rho* = Lam e^{-2t} / (Lam e^{-2t} + Delta) at the crossing
+    assert 0.0 < speciation_time_gaussian(0.5) < speciation_time_gaussian(2.0)
+    # a Gaussian with a Curie-Weiss Lambda crosses earlier than the double well's (1/2) log Lambda
+    from physdiff.theory.curie_weiss import top_eigenvalue
+
+    lam64 = top_eigenvalue(64, 1.5)
+    assert speciation_time_gaussian(lam64) < 0.5 * np.log(lam64) - 0.4
+    with pytest.raises(ValueError, match="Lam"):
+        phi_gaussian(1.0, 0.0)
+    with pytest.raises(ValueError, match="t must"):
+        phi_gaussian(-1.0, 2.0)
+    with pytest.raises(ValueError, match="level"):
+        speciation_time_gaussian(2.0, level=0.3)
+
+
+def test_collapse_time_solves_its_equation():
+    for P, d, s2 in [(4000, 64, 0.263), (100, 10, 1.0), (10**6, 784, 0.5)]:
+        t = collapse_time(P, d, s2)
+        f = 0.5 * np.log(1 + s2 * np.exp(-2 * t) / -np.expm1(-2 * t))
+        assert f == pytest.approx(np.log(P) / d, rel=1e-10)
+    assert collapse_time(1, 10, 1.0) == np.inf
+    # more data, earlier collapse; larger d, later collapse
+    assert collapse_time(10**4, 20, 1.0) < collapse_time(10**3, 20, 1.0) < collapse_time(10**3, 40, 1.0)
+    for args, match in [((10, 10, 0.0), "sigma2"), ((0, 10, 1.0), "P"), ((10, 0, 1.0), "d")]:
+        with pytest.raises(ValueError, match=match):
+            collapse_time(*args)
+
+
+def test_excess_entropy_closed_form_limits_and_zero_at_collapse():
+    P, d, s2 = 2000, 40, 1.0
+    alpha = np.log(P) / d
+    tC = collapse_time(P, d, s2)
+    # vanishes exactly at t_C: zero just below (clipped), positive just above, and the unclipped
+    # value alpha - (1/2) log(1 + s2 e^{-2t}/Delta) is 0 there to rounding
+    assert excess_entropy(tC * (1 - 1e-9), P, d, s2) == 0.0
+    assert excess_entropy(tC * (1 + 1e-6), P, d, s2) > 0.0
+    assert excess_entropy(tC, P, d, s2, normalized=False) == pytest.approx(0.0, abs=1e-12)
+    # limits: 0 at t = 0, alpha as t -> inf (normalised: 1); monotone in t
+    t = np.linspace(0.0, 8.0, 401)
+    f = excess_entropy(t, P, d, s2, normalized=False)
+    assert f[0] == 0.0 and f[-1] == pytest.approx(alpha, rel=1e-6)
+    assert np.all(np.diff(f) >= 0)
+    np.testing.assert_allclose(excess_entropy(t, P, d, s2), f / alpha, rtol=1e-15)
+    # the formula itself above t_C
+    t1 = 1.3
+    assert excess_entropy(t1, P, d, s2, normalized=False) == pytest.approx(
+        alpha - 0.5 * np.log(1 + s2 * np.exp(-2 * t1) / (1 - np.exp(-2 * t1))), rel=1e-14)
+    with pytest.raises(ValueError, match="P must be >= 2"):
+        excess_entropy(1.0, 1, d, s2)
+
+
+def test_excess_entropy_empirical_matches_closed_form_on_gaussian_data():
+    """The estimate from P isotropic Gaussian points against the large-d closed form.
+
+    Tolerance: 5 standard errors of the mean over the noised points, plus the finite-P bias,
+    derived for Gaussian data: with the kernel K = N(x; s a, Delta), ``E_x E_a[K^2] / p_t^2 =
+    (1 + s^2 sigma2 / Delta)^d = e^{2 d (alpha - f)}``, so the relative variance of P^e is
+    ``e^{d (alpha - 2 f)}`` (Jensen bias of log, plus the term of x's own training point), which
+    gives ``2 e^{d (alpha - 2 f)} / d`` per dimension above t_C; below t_C the other points weigh
+    ``P e^{-d s^2 sigma2 / Delta}`` against x's own, a bias ``log(1 + that) / d``. Times near t_C,
+    where the large-d form has O(1/d) corrections, are not tested.
+    """
+    P, d, s2 = 2000, 40, 1.0
+    alpha = np.log(P) / d
+    x0 = np.sqrt(s2) * np.random.default_rng(3).standard_normal((P, d))
+    t = np.array([0.2, 0.25, 1.5, 2.5])
+    est, se = excess_entropy_empirical(x0, t, n_eval=2000, seed=4, normalized=False)
+    f = excess_entropy(t, P, d, s2, normalized=False)
+    snr = s2 * np.exp(-2 * t) / -np.expm1(-2 * t)
+    bias = np.where(f > 0, 2 * np.exp(d * (alpha - 2 * f)) / d, np.log1p(P * np.exp(-d * snr)) / d)
+    assert np.all(bias < 0.01)  # the test is not vacuous: the regimes are where the bias is small
+    assert np.all(np.abs(est - f) <= 5 * se + bias), (est, f, se, bias)
+    assert np.all(se < 0.005)
+    # normalised version and reproducibility
+    est_n, se_n = excess_entropy_empirical(x0, t, n_eval=2000, seed=4)
+    np.testing.assert_allclose(est_n, est / alpha, rtol=1e-12)
+    np.testing.assert_allclose(se_n, se / alpha, rtol=1e-12)
+    for args, match in [((x0[:1], 1.0), "P >= 2"), ((x0, 0.0), "t must be > 0"), ((x0, -1.0), "t must")]:
+        with pytest.raises(ValueError, match=match):
+            excess_entropy_empirical(*args)
