@@ -8,6 +8,7 @@ Commands (each writes into ``--out``, creating it; nothing is overwritten withou
     physdiff sample CHECKPOINT_DIR -n 64 --out FILE.nc
     physdiff study --list
     physdiff study NAME [--PARAM VALUE ...] --out DIR [--force] [--threads K] [--no-progress]
+    physdiff sweep NAME --grid N=64,128 --grid seed=0:4 --out DIR [--workers K | --scheduler ADDR]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import shlex
 import sys
 
 from . import __version__
-from .studies import _runner
+from .studies import _runner, _sweep
 
 __all__ = ["main", "build_parser"]
 
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     _runner.add_study_parser(sub)
+    _sweep.add_sweep_parser(sub)
     return parser
 
 
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "study":
         return _runner.cli_main(args.study_name, args.study_args, list_=args.list)
+    if args.command == "sweep":
+        return _sweep.cli_main(args)
     from . import experiments
     from ._util import PhysdiffError
 
