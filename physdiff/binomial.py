@@ -14,7 +14,7 @@ steps gives the closed form (the signal decays by ``1 - beta_s`` per step)::
 per step, ``beta_t = 1 / (T - t + 1)``, so that ``1 - beta_bar_t = 1 - t/T`` and ``beta_T = 1``:
 ``x_T`` is exactly uniform and independent of the data (:func:`binomial_betas`).
 
-Arrays follow the package's time convention (DESIGN.md): ``betas`` has length ``T + 1`` with
+Arrays follow the package's time convention (docs/design.md): ``betas`` has length ``T + 1`` with
 ``betas[0] = 0``, and step ``t = 0`` is the data. Because ``beta_T = 1`` is allowed here (it is not
 for a Gaussian :class:`~physdiff.schedules.Schedule`), binomial schedules are plain arrays.
 
