@@ -1,5 +1,8 @@
 """results.py: schemas, attrs and atomic netCDF round trips."""
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -77,3 +80,29 @@ def test_written_files_have_the_usual_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_describe_adds_global_attributes_and_scalar_coordinates():
+    @dataclasses.dataclass(frozen=True)
+    class P:
+        N: int = dataclasses.field(default=8, metadata={"help": "spins", "coord": True})
+        n_pairs: int = dataclasses.field(default=3, metadata={"help": "pairs"})
+        seed: int = dataclasses.field(default=4, metadata={"help": "seed", "coord": True})
+
+    ds = xr.Dataset({"phi": ("step", [1.0, 0.5], {"units": "1", "long_name": "phi"})}, attrs={"kept": 1})
+    out = results.describe(ds, title="a study", params=P(), seed=4, history="physdiff study x")
+    assert out["N"].item() == 8 and out["seed"].item() == 4 and "n_pairs" not in out.variables
+    assert out.attrs["kept"] == 1 and json.loads(out.attrs["params"]) == {"N": 8, "n_pairs": 3, "seed": 4}
+    assert "N" not in ds.variables  # the input is not modified
+    merged = xr.combine_by_coords([out.expand_dims("N"),
+                                   results.describe(ds, title="a study", params=P(N=16), seed=4, history="h")
+                                   .expand_dims("N")], combine_attrs="drop")
+    assert list(merged["N"].values) == [8, 16]
+
+
+def test_output_files_are_compressed(tmp_path):
+    ds = xr.Dataset({"x": ("i", [0.0] * 100_000, {"units": "1", "long_name": "zeros"})})
+    path = results.write_dataset(ds, tmp_path / "z.nc")
+    assert path.stat().st_size < 50_000
+    with xr.open_dataset(path, engine="h5netcdf") as back:
+        assert back["x"].encoding.get("zlib")
