@@ -1,0 +1,239 @@
+"""A fused CPU training epoch for small per-timestep nets (small ``d`` and ``hidden``).
+
+The batched trainer (:mod:`.train`) runs every minibatch step as a handful of batched torch
+operations over the chunk's nets; for small nets (the Swiss roll's ``d = 2``, Curie-Weiss' ``d = 64``)
+each of them is tiny and the ``(nets, batch, hidden)`` activations go through memory several times
+per step. Here one numba kernel runs a whole epoch: parallel over the chunk's nets (``prange``), each
+net's forward pass, backward pass and Adam update are done sample by sample with the net's
+weights, gradients and Adam moments kept in cache, and no ``(batch, hidden)`` activation is stored.
+
+It consumes exactly the randomness of the batched trainer (the permutations and noise of
+``train._epoch_randomness``), computes the same loss ``w_t * mean (eps - eps_theta_t(x_t))^2``
+[Ho20, eqs. 12 and 14] and the same Adam update as ``torch.optim.Adam`` [KB15], in float32, so it
+gives the batched trainer's result to float32 rounding (the order of the floating-point sums
+differs). Each net is computed by one thread from start to end of the epoch, so the result does not
+depend on the number of threads.
+
+Layout: the kernel works in place on the trainer's stacked tensors (``W1`` (C, d, H), ``b1`` (C, H),
+``W2`` (C, H, d), ``b2`` (C, d) and the Adam moments of :class:`.train.StackedAdam`); each net's
+``W2`` and its moments are transposed to (d, H) in a per-net scratch for the epoch, so that every
+inner loop runs over the ``H`` contiguous hidden units.
+
+References
+----------
+[Ho20] Ho, Jain, Abbeel (2020), arXiv:2006.11239: Algorithm 1; eqs. 12 and 14.
+[KB15] Kingma, Ba (2015), Adam, arXiv:1412.6980, Algorithm 1 (torch.optim.Adam's bias-corrected form).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from .._util import PhysdiffError
+
+__all__ = ["use_fused", "train_epoch"]
+
+#: "auto": the fused epoch where :func:`use_fused`'s rule says it is faster; "always" / "never"
+#: force it on / off (CPU, default optimiser only), for tests and benchmarks.
+MODE = "auto"
+
+# LLVM may reassociate sums (vectorised dot products) and contract to FMA; NaN and inf are kept
+# (the trainer checks every loss for them).
+_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+
+def use_fused(device, d: int, hidden: int, batch: int) -> bool:
+    """Whether :func:`physdiff.ddpm.train` runs its epochs with :func:`train_epoch`.
+
+    Only on the CPU (and the trainer uses it only with its own optimiser, :class:`.train.StackedAdam`,
+    not with a custom ``optimizer=``). ``MODE = "auto"``
+    applies the rule measured on 2 CPU cores (``benchmarks/bench_train.py``): the fused kernel
+    wins while one net's weights, gradients and moments (``~ 8 d H`` floats) stay in the core's
+    cache, i.e. ``d * hidden <= 2 ** 16``; bigger nets (MNIST, ``d = 784``) are faster as batched
+    matmuls.
+    """
+    if torch.device(device).type != "cpu" or MODE == "never":
+        return False
+    if MODE == "always":
+        return True
+    return d * hidden <= (1 << 16)
+
+
+def train_epoch(params, opt, x0, perms, noise, sa, s1, w, batch: int, activation: str, steps,
+                epoch: int) -> torch.Tensor:
+    """One epoch of ``C`` nets, in place: the same updates as the batched trainer's minibatch loop.
+
+    Parameters
+    ----------
+    params : list of 4 Tensors
+        ``W1`` (C, d, H), ``b1`` (C, H), ``W2`` (C, H, d), ``b2`` (C, d), float32, contiguous, CPU
+        (updated in place).
+    opt : train.StackedAdam
+        Its moments are updated in place and its ``step_count`` advanced by the number of minibatches.
+    x0 : Tensor or array (n, d), float32
+    perms : Tensor (C, n), int64; noise : Tensor (C, n, d), float32
+        The epoch's randomness from ``train._epoch_randomness``.
+    sa, s1, w : Tensor (C, ...) float32
+        ``sqrt(alpha_bar_t)``, ``sqrt(1 - alpha_bar_t)`` and the loss weight of each net.
+    batch : int
+        Minibatch size (the last minibatch holds the remainder).
+    activation : {"relu", "linear"}
+    steps : list of int
+        1-based steps of the nets (for the error message).
+    epoch : int
+        0-based epoch (for the error message).
+
+    Returns
+    -------
+    Tensor (C,), float64
+        ``sum_k w_t * loss_k * size_k`` over the minibatches: the trainer's ``loss_sum``.
+
+    Raises
+    ------
+    PhysdiffError
+        A non-finite loss (the message of the batched trainer).
+    """
+    W1, b1, W2, b2 = (p.detach().numpy() for p in params)
+    mW1, mb1, mW2, mb2 = (m.numpy() for m in opt.exp_avg)
+    vW1, vb1, vW2, vb2 = (v.numpy() for v in opt.exp_avg_sq)
+    x0 = x0.numpy() if isinstance(x0, torch.Tensor) else np.asarray(x0, dtype=np.float32)
+    C = W1.shape[0]
+    n = x0.shape[0]
+    nb = math.ceil(n / batch)
+    k0 = opt.step_count
+    beta1, beta2 = opt.betas
+    # Adam's per-step scalars in float64 as torch.optim.Adam computes them, then used in float32
+    ks = np.arange(k0 + 1, k0 + nb + 1, dtype=np.float64)
+    bc1 = 1.0 - beta1 ** ks
+    bc2_sqrt = np.sqrt(1.0 - beta2 ** ks)
+    step_size = (opt.lr[None, :] / bc1[:, None]).astype(np.float32)  # (nb, C)
+    loss = np.zeros(C)
+    bad = np.full(C, -1, dtype=np.int64)
+    as32 = lambda t: np.ascontiguousarray(t.detach().reshape(-1).numpy(), dtype=np.float32)  # noqa: E731
+    _epoch_kernel(x0, perms.numpy(), noise.numpy(), W1, b1, W2, b2, mW1, vW1, mb1, vb1, mW2, vW2, mb2,
+                  vb2, as32(sa), as32(s1), as32(w), step_size, bc2_sqrt.astype(np.float32),
+                  np.float32(1.0 - beta1), np.float32(1.0 - beta2), np.float32(beta2), np.float32(opt.eps), int(batch),
+                  activation == "relu", loss, bad)
+    if (bad >= 0).any():
+        k = int(bad[bad >= 0].min())
+        at = [int(steps[i]) for i in np.flatnonzero(bad == k)]
+        raise PhysdiffError(
+            f"training diverged: non-finite loss at epoch {epoch + 1}, minibatch {k + 1}, "
+            f"timesteps t={at[:10]}{'...' if len(at) > 10 else ''} (lr={opt.lr.max():g}); "
+            "lower the learning rate (config.lr / lr_first) or check the data scale")
+    names = ("W1", "b1", "W2", "b2")  # advance the optimiser's step count (public interface)
+    opt.load_state_tensors(names, opt.state_tensors(names), k0 + nb)
+    return torch.from_numpy(loss)
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _adam(p, g, m, v, step_size, bc2_sqrt, beta2, omb1, omb2, eps):
+    """``torch.optim.Adam``'s single-tensor update of the flat float32 arrays ``p``, ``m``, ``v``."""
+    for j in range(p.size):
+        gj = g[j]
+        mj = m[j] + omb1 * (gj - m[j])  # m.lerp_(g, 1 - beta1)
+        vj = v[j] * beta2 + omb2 * gj * gj  # v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        m[j] = mj
+        v[j] = vj
+        p[j] = p[j] - step_size * (mj / (np.sqrt(vj) / bc2_sqrt + eps))
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _sample_step(xb, e, w1, b1, w2t, b2, z, dz, g, g1, gb1, g2t, gb2, coef, relu):
+    """Forward and backward of one sample ``xb`` (d,) with target ``e`` (d,); accumulates the
+    gradients ``g1`` (d, H), ``gb1`` (H,), ``g2t`` (d, H), ``gb2`` (d,); returns the squared error."""
+    d, H = w1.shape
+    for j in range(H):
+        z[j] = b1[j]
+    for c in range(d):
+        xc = xb[c]
+        for j in range(H):
+            z[j] += xc * w1[c, j]
+    if relu:
+        for j in range(H):
+            if z[j] < 0:  # NaN passes through, as in torch.relu
+                z[j] = 0
+    sq = 0.0
+    for c in range(d):
+        s = b2[c]
+        for j in range(H):
+            s += z[j] * w2t[c, j]
+        r = s - e[c]
+        sq += r * r
+        g[c] = coef * r
+        gb2[c] += g[c]
+    for j in range(H):
+        dz[j] = 0
+    for c in range(d):
+        gc = g[c]
+        for j in range(H):
+            dz[j] += gc * w2t[c, j]
+            g2t[c, j] += gc * z[j]
+    if relu:
+        for j in range(H):
+            if z[j] <= 0:
+                dz[j] = 0
+    for c in range(d):
+        xc = xb[c]
+        for j in range(H):
+            g1[c, j] += xc * dz[j]
+    for j in range(H):
+        gb1[j] += dz[j]
+    return sq
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _epoch_kernel(x0, perms, noise, W1, b1, W2, b2, mW1, vW1, mb1, vb1, mW2, vW2, mb2, vb2,
+                  sa, s1, w, step_size, bc2_sqrt, omb1, omb2, beta2, eps, B, relu, loss, bad):
+    C, d, H = W1.shape
+    n = x0.shape[0]
+    nb = (n + B - 1) // B
+    for i in prange(C):
+        w1, bi1, bi2 = W1[i], b1[i], b2[i]
+        w2t = np.ascontiguousarray(W2[i].T)
+        m2t = np.ascontiguousarray(mW2[i].T)
+        v2t = np.ascontiguousarray(vW2[i].T)
+        g1 = np.empty((d, H), np.float32)
+        g2t = np.empty((d, H), np.float32)
+        gb1 = np.empty(H, np.float32)
+        gb2 = np.empty(d, np.float32)
+        z = np.empty(H, np.float32)
+        dz = np.empty(H, np.float32)
+        xb = np.empty(d, np.float32)
+        g = np.empty(d, np.float32)
+        acc = 0.0
+        for k in range(nb):
+            lo = k * B
+            hi = min(lo + B, n)
+            g1[:] = 0
+            g2t[:] = 0
+            gb1[:] = 0
+            gb2[:] = 0
+            coef = np.float32(2.0 * w[i] / ((hi - lo) * d))
+            sq = 0.0
+            for b in range(lo, hi):
+                p = perms[i, b]
+                e = noise[i, b]
+                for c in range(d):
+                    xb[c] = sa[i] * x0[p, c] + s1[i] * e[c]
+                sq += _sample_step(xb, e, w1, bi1, w2t, bi2, z, dz, g, g1, gb1, g2t, gb2, coef, relu)
+            per_t = np.float32(sq / ((hi - lo) * d))
+            if not np.isfinite(per_t):
+                bad[i] = k
+                break
+            acc += np.float64(w[i] * per_t) * (hi - lo)
+            ss, b2s = step_size[k, i], bc2_sqrt[k]
+            _adam(w1.reshape(-1), g1.reshape(-1), mW1[i].reshape(-1), vW1[i].reshape(-1), ss, b2s, beta2,
+                  omb1, omb2, eps)
+            _adam(bi1, gb1, mb1[i], vb1[i], ss, b2s, beta2, omb1, omb2, eps)
+            _adam(w2t.reshape(-1), g2t.reshape(-1), m2t.reshape(-1), v2t.reshape(-1), ss, b2s, beta2,
+                  omb1, omb2, eps)
+            _adam(bi2, gb2, mb2[i], vb2[i], ss, b2s, beta2, omb1, omb2, eps)
+        W2[i][:, :] = w2t.T
+        mW2[i][:, :] = m2t.T
+        vW2[i][:, :] = v2t.T
+        loss[i] = acc
