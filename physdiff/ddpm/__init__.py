@@ -10,8 +10,10 @@ tensors and trained many at a time with batched matmuls::
     model.save("run/")                       # model.safetensors + config.json, atomic
     model = ddpm.load("run/")
 
-Rooms: :mod:`.model` (StackedAutoencoders), :mod:`.train` (TrainConfig, PRESETS, get_config, train,
-StackedAdam), :mod:`.sample` (DDPM: eps, score, sample, reconstruct, inpaint), :mod:`.checkpoint`.
+Rooms: :mod:`.model` (StackedAutoencoders), :mod:`.config` (TrainConfig), :mod:`.train` (PRESETS,
+get_config, train, StackedAdam), :mod:`.sample` (DDPM: eps, score, sample, reconstruct, inpaint; load),
+:mod:`.checkpoint` (files verified by SHA-256; partial checkpoints of a running training). Imports run
+one way: config, model <- checkpoint <- sample <- train.
 
 References
 ----------

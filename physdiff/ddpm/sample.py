@@ -20,11 +20,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .._util import SeedLike, as_generator, as_samples, check_positive_int
+from .._util import SeedLike, as_generator, as_samples, check_positive_int, resolve_device
 from ..reverse import NoiseSource, reverse_chain, reverse_step
 from ..schedules import Schedule
-from .model import StackedAutoencoders
-from .train import SIGMAS, TrainConfig
+from .checkpoint import read_checkpoint, save_checkpoint
+from .config import SIGMAS, TrainConfig
+from .model import PARAM_NAMES, StackedAutoencoders
 
 __all__ = ["DDPM", "load", "INPAINT_METHODS"]
 
@@ -100,8 +101,6 @@ class DDPM:
 
     def to(self, device) -> "DDPM":
         """Move the nets to ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``); returns self."""
-        from .train import resolve_device
-
         self.model.to(resolve_device(device))
         return self
 
@@ -379,30 +378,40 @@ class DDPM:
 
     # ---- persistence ---------------------------------------------------------------------------
     def save(self, path) -> None:
-        """Write the checkpoint directory ``path`` atomically (see :mod:`.checkpoint`)."""
-        from .checkpoint import save_checkpoint
+        """Write the checkpoint directory ``path`` as one transaction (see :mod:`.checkpoint`).
 
+        ``config.json`` records the SHA-256 of the weights and whether training finished."""
         save_checkpoint(self, path)
 
 
-def load(path, device=None) -> DDPM:
-    """Load a :class:`DDPM` saved by :meth:`DDPM.save` (safetensors + JSON; never pickle).
+def load(path, device=None, allow_partial: bool = False) -> DDPM:
+    """Load a :class:`DDPM` saved by :meth:`DDPM.save` or by training (safetensors + JSON; never pickle).
+
+    Every weights file is checked against the SHA-256 that ``config.json`` records.
 
     Parameters
     ----------
     path : str or Path
         Checkpoint directory.
     device : str, optional
-        ``"auto"``, ``"cpu"``, ``"cuda"``; default: the saved config's device resolved here
-        (``"auto"`` -> cuda if available).
+        ``"auto"`` (default: cuda if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    allow_partial : bool
+        Load a checkpoint whose training has not finished (``DDPM.trained`` is then False; the
+        part-trained chunk's optimiser state is kept, so training can resume from it).
 
     Raises
     ------
     FileNotFoundError
         ``path`` or one of its files is missing.
     PhysdiffError
-        Corrupt or inconsistent files.
+        Corrupt or inconsistent files; a weights file that is not the one saved (swapped or edited);
+        a partial checkpoint without ``allow_partial=True``.
     """
-    from .checkpoint import load_checkpoint
-
-    return load_checkpoint(path, device=device)
+    parts = read_checkpoint(path, device=device, allow_partial=allow_partial)
+    t = parts["tensors"]
+    model = StackedAutoencoders.from_tensors(*(t[k] for k in PARAM_NAMES), activation=parts["activation"])
+    ddpm = DDPM(model, parts["schedule"], parts["config"], data=parts["data"],
+                loss_history=t["loss_history"].numpy(), epochs_done=t["epochs_done"].numpy(),
+                train_seconds=parts["train_seconds"])
+    ddpm._train_state = parts["train_state"]
+    return ddpm

@@ -26,198 +26,32 @@ References
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from .._util import PhysdiffError, as_samples, check_positive_int, check_real, resolve_device
-from ..schedules import SCHEDULES, Schedule
+from ..schedules import Schedule
 from . import fused as _fused
-from .model import ACTIVATIONS, StackedAutoencoders, _seed_for, apply_nets
-INITS = ("random", "gaussian")
+from .distributed import shard_chunks
+from .checkpoint import TrainingCheckpoint
+from .config import INITS, LOSSES, SIGMAS, TrainConfig
+from .model import StackedAutoencoders, _seed_for, apply_nets
+from .sample import DDPM, load
 
 __all__ = ["TrainConfig", "PRESETS", "get_config", "train", "StackedAdam", "loss_weights", "resolve_device"]
 
-LOSSES = ("simple", "weighted")
-SIGMAS = ("beta", "posterior")
+# TrainConfig, LOSSES, SIGMAS and INITS live in .config (imported by .sample and .checkpoint too) and are
+# re-exported here.
+
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam defaults [KB15]
 ADAM_EPS = 1e-8
-
-
-# --------------------------------------------------------------------------------------------------
-# configuration
-
-
-def _default_schedule() -> dict:
-    return {"name": "linear", "beta_start": 1e-4, "beta_end": 0.02}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of one training run (JSON round-trip with :meth:`to_dict` / :meth:`from_dict`).
-
-    Parameters
-    ----------
-    schedule : dict
-        Noise schedule without ``T``: ``{"name": ..., **params}`` for
-        :func:`physdiff.schedules.make_schedule` (``{"name": "custom", "betas": [...]}`` for explicit
-        betas of length ``T``). An extra key ``"reference_T": R`` rescales ``beta_start`` and
-        ``beta_end`` by ``R / T``, so a linear schedule with fewer steps still ends near the same
-        ``alpha_bar_T`` (e.g. ``T = 100``: betas from 1e-3 to 0.2).
-    T : int
-        Number of diffusion steps = number of nets.
-    hidden : int
-        Hidden units per net.
-    activation : {"relu", "linear"}
-    loss : {"simple", "weighted"}
-        ``"simple"``: ``mean (eps - eps_theta)^2`` [Ho20, eq. 14]; ``"weighted"``: that times
-        ``beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t))`` [Ho20, eq. 12; Thesis eq. 19]; see
-        :func:`loss_weights`.
-    lr : float
-        Adam learning rate.
-    lr_first, lr_first_steps : float or None, int
-        Learning rate ``lr_first`` for steps ``t <= lr_first_steps`` (the thesis: 1e-4 for the
-        first 4 steps, 2e-4 after). ``lr_first=None`` means ``lr``.
-    epochs : int
-        Passes over the data, for every net.
-    batch : int
-        Minibatch size per net (reduced to ``n`` if the data has fewer points).
-    chunk : int or None
-        Nets trained at once (memory ~ linear in it); None picks one from a memory budget.
-    seed : int or None
-        Seed of the initialisation, minibatch orders and noise; None draws one at the start of
-        training (and stores it in the trained model's config).
-    device : str
-        ``"auto"`` (cuda if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-    sigma : {"beta", "posterior"}
-        Reverse-step variance ``sigma_t^2`` (``beta_t`` or ``beta_tilde_t`` [Ho20, Sec. 3.2]), used by
-        sampling and by the weighted loss.
-    init : {"random", "gaussian"}
-        ``"random"``: every net initialised like ``nn.Linear``. ``"gaussian"``: every net starts as the
-        exact noise predictor of the Gaussian fit ``N(mean, cov)`` of the training data (see
-        :meth:`StackedAutoencoders.init_gaussian`), so training learns only the non-Gaussian part;
-        needs ``hidden >= d``.
-    n_train : int or None
-        Number of training points the preset was tuned for (informational: the CLI uses it to
-        generate synthetic data; :func:`train` uses every row of ``x0``).
-    """
-
-    schedule: dict = field(default_factory=_default_schedule)
-    T: int = 1000
-    hidden: int = 128
-    activation: str = "relu"
-    loss: str = "simple"
-    lr: float = 1e-3
-    lr_first: float | None = None
-    lr_first_steps: int = 0
-    epochs: int = 10
-    batch: int = 64
-    chunk: int | None = None
-    seed: int | None = 0
-    device: str = "auto"
-    sigma: str = "beta"
-    n_train: int | None = None
-    init: str = "random"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.schedule, dict) or "name" not in self.schedule:
-            raise ValueError(f"schedule must be a dict with a 'name' key, e.g. {_default_schedule()}, "
-                             f"got {self.schedule!r}")
-        if "T" in self.schedule:
-            raise ValueError("give the number of steps as TrainConfig.T, not inside the schedule dict")
-        object.__setattr__(self, "schedule", dict(self.schedule))
-        check_positive_int("T", self.T)
-        check_positive_int("hidden", self.hidden)
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.sigma not in SIGMAS:
-            raise ValueError(f"sigma must be one of {SIGMAS}, got {self.sigma!r}")
-        check_real("lr", self.lr, lo=0.0, lo_open=True)
-        if self.lr_first is not None:
-            check_real("lr_first", self.lr_first, lo=0.0, lo_open=True)
-        check_positive_int("lr_first_steps", self.lr_first_steps, minimum=0)
-        check_positive_int("epochs", self.epochs)
-        check_positive_int("batch", self.batch)
-        if self.chunk is not None:
-            check_positive_int("chunk", self.chunk)
-        if self.seed is not None:
-            check_positive_int("seed", self.seed, minimum=0)
-        if self.n_train is not None:
-            check_positive_int("n_train", self.n_train)
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
-        if not isinstance(self.device, str):
-            raise ValueError(f"device must be a string ('auto', 'cpu', 'cuda'), got {self.device!r}")
-        self.make_schedule()  # validates the schedule
-
-    def make_schedule(self) -> Schedule:
-        """The :class:`~physdiff.schedules.Schedule` of this config (``T`` steps).
-
-        Raises ``ValueError`` if the schedule dict does not build (unknown name or parameter, betas
-        outside (0, 1) after rescaling).
-        """
-        s = dict(self.schedule)
-        name = s.pop("name")
-        if name == "custom":
-            betas = s.pop("betas", None)
-            if betas is None or len(betas) != self.T or s:
-                raise ValueError(f"a custom schedule needs exactly 'betas' of length T={self.T}")
-            return Schedule.from_betas(np.concatenate([[0.0], np.asarray(betas, dtype=np.float64)]))
-        if name not in SCHEDULES:
-            raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)} or 'custom'")
-        ref = s.pop("reference_T", None)
-        if ref is not None:
-            ref = check_positive_int("reference_T", ref)
-            if name == "cosine":
-                raise ValueError("reference_T rescales beta_start/beta_end; the cosine schedule has none")
-            scale = ref / self.T
-            s["beta_start"] = s.get("beta_start", 1e-4) * scale
-            s["beta_end"] = s.get("beta_end", 0.02) * scale
-            if s["beta_end"] >= 1.0:
-                raise ValueError(
-                    f"T={self.T} is too few steps for this schedule: rescaled from {ref} steps its betas reach "
-                    f"{s['beta_end']:.3g} >= 1; use T > {int(np.ceil(ref * s['beta_end'] / scale))} "
-                    "(or give an explicit schedule)")
-        from ..schedules import make_schedule
-
-        return make_schedule(name, self.T, **s)
-
-    def lr_per_step(self) -> np.ndarray:
-        """Learning rate of each net, float64 (T,), index ``t - 1`` for step ``t``."""
-        lrs = np.full(self.T, float(self.lr))
-        if self.lr_first is not None and self.lr_first_steps > 0:
-            lrs[: min(self.lr_first_steps, self.T)] = float(self.lr_first)
-        return lrs
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict of every field."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Inverse of :meth:`to_dict`; ``ValueError`` on unknown keys (naming the valid ones)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {sorted(unknown)}; valid: {sorted(names)}")
-        return cls(**d)
-
-    def replace(self, **changes) -> "TrainConfig":
-        """A copy with ``changes`` applied (validated); ``ValueError`` on unknown fields."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = set(changes) - names
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {sorted(unknown)}; valid: {sorted(names)}")
-        return dataclasses.replace(self, **changes)
 
 
 _THESIS_SCHEDULE = {"name": "linear", "beta_start": 1e-4, "beta_end": 0.02}
@@ -497,8 +331,8 @@ def _epoch_randomness(seed: int, steps, epoch: int, n: int, d: int, device, gen)
 
 
 def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: Callable | None = print,
-          checkpoint=None, checkpoint_every: float = 300.0, on_epoch: Callable | None = None,
-          metadata: dict | None = None, weights=None, optimizer: Callable | None = None):
+          checkpoint=None, checkpoint_every: float = 60.0, on_epoch: Callable | None = None,
+          metadata: dict | None = None, weights=None, optimizer: Callable | None = None, shard=None):
     """Train the ``T`` per-timestep autoencoders of a DDPM on data ``x0`` [Ho20, Algorithm 1].
 
     For every net ``t`` and epoch: a fresh permutation of the data into minibatches of
@@ -509,23 +343,28 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
 
     Parameters
     ----------
-    x0 : array (n, d), float
-        Training data (cast to float32), e.g. images in [-1, 1] or spins in {-1, +1}.
+    x0 : array (n, d), float, n >= 2
+        Training data (cast to float32), e.g. images in [-1, 1] or spins in {-1, +1}. A 1-D array
+        is refused (reshape n scalar samples to ``(n, 1)``).
     config : TrainConfig
     progress : bool
         Show a tqdm progress bar (over net-epochs).
     resume : path, optional
         A checkpoint directory written by a previous, interrupted run with the same config and data
-        (see ``checkpoint``); training continues from where it stopped and gives the same result as
-        an uninterrupted run. ``config.device`` may differ.
+        (see ``checkpoint``; partial checkpoints are accepted); training continues from where it
+        stopped and gives the uninterrupted run's weights bit for bit (same device and chunk size).
+        ``config.device`` may differ.
     log : callable or None
         Receives one-line status messages (default ``print``); None for silence.
     checkpoint : path, optional
-        Directory where the model and the training state (Adam moments, epochs done, seed) are
-        saved atomically at the first epoch boundary after every ``checkpoint_every`` seconds, and
-        the final model (without training state) at the end. Pass it as ``resume`` to continue.
-    checkpoint_every : float
-        Seconds between checkpoints (0: after every epoch of every chunk).
+        Directory of the training checkpoint (see :mod:`.checkpoint`), kept up to date without
+        loss: the initial model at the start, each finished chunk of nets at once (weights only),
+        the running chunk (weights and Adam moments) at the first epoch boundary after every
+        ``checkpoint_every`` seconds, and one consolidated model at the end. A run killed at any
+        moment loses at most one interval of one chunk; pass the directory as ``resume`` (it may
+        be the same as ``checkpoint``) to continue.
+    checkpoint_every : float >= 0
+        Seconds between checkpoints of the running chunk (0: after every epoch).
     on_epoch : callable, optional
         Called as ``on_epoch(ddpm, t_steps, epoch)`` after every epoch of every chunk (and after the
         checkpoint), ``t_steps`` the 1-based steps of the chunk; it may raise to stop training.
@@ -540,6 +379,11 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
         (``step``, ``state_tensors``, ``load_state_tensors``) for the stacked parameters of a chunk
         and their per-step learning rates; default :class:`StackedAdam`. Neither ``weights`` nor
         ``optimizer`` is recorded in checkpoints: to ``resume`` such a run, pass them again.
+    shard : physdiff.ddpm.distributed.Shard, optional
+        Train only this rank's share of the chunks (:func:`~physdiff.ddpm.distributed.shard_chunks`);
+        the other nets keep their initial weights and ``epochs_done == 0``, and
+        :func:`~physdiff.ddpm.distributed.merge_shards` joins the ranks' models into the one a
+        single process would have trained.
 
     Returns
     -------
@@ -558,11 +402,15 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
     FileNotFoundError
         ``resume`` does not exist.
     """
-    from .sample import DDPM
-
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig (see physdiff.ddpm.get_config), got {type(config).__name__}")
+    if np.ndim(x0) != 2:
+        raise ValueError(f"x0 must have shape (n, d), got shape {np.shape(x0)}; for n samples of one feature "
+                         "pass x0.reshape(-1, 1), for one image per row x0.reshape(len(x0), -1)")
     x0 = as_samples("x0", x0)
+    if x0.shape[0] < 2:
+        raise ValueError(f"x0 must hold n >= 2 samples (rows), got shape {x0.shape}: one sample is no "
+                         "distribution to learn")
     if x0.dtype.kind not in "fiu":
         raise ValueError(f"x0 must be numeric, got dtype {x0.dtype}")
     x0 = np.ascontiguousarray(x0, dtype=np.float32)
@@ -575,9 +423,7 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
     fingerprint = _fingerprint(x0)
 
     if resume is not None:
-        from .checkpoint import load_checkpoint
-
-        ddpm = load_checkpoint(resume, device=device)
+        ddpm = load(resume, device=device, allow_partial=True)
         diff = {k for k, v in ddpm.config.to_dict().items() if k != "device" and config.to_dict()[k] != v}
         if config.seed is None:
             diff.discard("seed")
@@ -627,7 +473,7 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
     if B < config.batch:
         say(f"note: only n={n} training points; using minibatches of {B} instead of {config.batch}")
     C = config.chunk or _auto_chunk(T, n, d, config.hidden, B, device)
-    bounds = _chunk_bounds(T, C)
+    bounds = shard_chunks(_chunk_bounds(T, C), shard)  # all chunks, or this rank's share
     if state and (state["chunk"][0], state["chunk"][1]) not in bounds:
         raise PhysdiffError(f"resume state is for nets {state['chunk']}, which is not a chunk of size {C}; "
                             "resume with the same config.chunk")
@@ -651,15 +497,23 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
     nb = math.ceil(n / B)
     names = ("W1", "b1", "W2", "b2")
 
-    remaining = int((E - ddpm.epochs_done).sum())
+    mine = np.zeros(T, dtype=bool)
+    for a, b in bounds:
+        mine[a:b] = True
+    remaining = int((E - ddpm.epochs_done[mine]).sum())
     say(f"training {T} nets (d={d}, hidden={config.hidden}, {config.activation}) on n={n} points: "
         f"{E} epochs x {nb} minibatches of {B}, {len(bounds)} chunk(s) of <= {C} nets, device {device}")
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=T * E, initial=T * E - remaining, unit="net-epoch", desc=f"training {T} nets",
+        total = int(mine.sum()) * E
+        bar = tqdm(total=total, initial=total - remaining, unit="net-epoch", desc=f"training {int(mine.sum())} nets",
                    dynamic_ncols=True)
+    ckpt = None
+    if checkpoint is not None:
+        ckpt = TrainingCheckpoint(checkpoint)
+        ckpt.start(ddpm, resumed_here=resume is not None and Path(resume).resolve() == Path(checkpoint).resolve())
     t_start = time.monotonic()
     last_save = t_start
     try:
@@ -712,24 +566,31 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
                     bar.update(b - a)
                     bar.set_postfix(t=f"{a + 1}-{b}", loss=f"{float(loss_sum.mean()) / n:.4g}")
                 now = time.monotonic()
-                if checkpoint is not None and now - last_save >= checkpoint_every and epoch + 1 < E:
+                if ckpt is not None and now - last_save >= checkpoint_every and epoch + 1 < E:
+                    # the running chunk: weights and Adam state, at this epoch boundary
                     ddpm._train_state = {"chunk": [a, b], "adam_step": opt.step_count,
                                          "tensors": opt.state_tensors(names)}
                     ddpm.train_seconds += now - t_start
                     t_start = now
-                    ddpm.save(checkpoint)
+                    ckpt.running(ddpm)
                     ddpm._train_state = None
                     last_save = time.monotonic()
                 if on_epoch is not None:
                     on_epoch(ddpm, steps.tolist(), epoch)
             del opt, params
+            if ckpt is not None:  # a finished chunk is saved at once, without its optimiser state
+                now = time.monotonic()
+                ddpm.train_seconds += now - t_start
+                t_start = now
+                ckpt.chunk_done(ddpm, a, b)
+                last_save = time.monotonic()
     finally:
         if bar is not None:
             bar.close()
     ddpm.train_seconds += time.monotonic() - t_start
     ddpm._train_state = None
-    if checkpoint is not None:
-        ddpm.save(checkpoint)
+    if ckpt is not None:
+        ckpt.finish(ddpm)
     say(f"trained {T} nets in {ddpm.train_seconds:.1f} s; final mean loss "
         f"{np.nanmean(ddpm.loss_history[-1]):.4g}")
     return ddpm
