@@ -41,8 +41,16 @@ def _write_idx(directory: Path, images: np.ndarray, labels: np.ndarray, gz: bool
 
 
 def _synthetic(n=6, seed=0):
+    """Images of smooth random blobs (not noise: neighbouring pixels are correlated) and labels."""
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8), rng.integers(0, 10, size=n)
+    r, c = np.mgrid[0:28, 0:28]
+    centres = rng.uniform(6, 22, size=(n, 2))
+    width = rng.uniform(3, 6, size=n)
+    img = np.exp(-((r - centres[:, 0, None, None]) ** 2 + (c - centres[:, 1, None, None]) ** 2) / (2 * width[:, None, None] ** 2))
+    return np.round(255 * img).astype(np.uint8), rng.integers(0, 10, size=n)
+
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*is not the published MNIST file:UserWarning")
 
 
 def _link_real(directory: Path) -> None:
@@ -374,3 +382,95 @@ def test_binary_heartbeat():
 def test_binary_heartbeat_validation(kwargs):
     with pytest.raises(ValueError):
         binary_heartbeat(**kwargs)
+
+
+# ------------------------------------------------------------------------------------ content checks
+
+
+@needs_mnist
+def test_recompressed_published_file_passes(tmp_path):
+    import warnings
+
+    for f in TEST_FILES:
+        raw = gzip.decompress((MNIST_DIR / f"{f}.gz").read_bytes())
+        (tmp_path / f"{f}.gz").write_bytes(gzip.compress(raw, compresslevel=1, mtime=12345))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the published content: no warning
+        x, labels = load_mnist(tmp_path)
+    assert x.shape == (10000, 784)
+
+
+@needs_mnist
+def test_damaged_published_file_fails_with_the_fix(tmp_path):
+    raw = bytearray(gzip.decompress((MNIST_DIR / f"{TEST_FILES[0]}.gz").read_bytes()))
+    raw[16 + 784 * 5 + 400] ^= 0xFF  # one pixel of image 5; header and size intact
+    (tmp_path / TEST_FILES[0]).write_bytes(bytes(raw))
+    (tmp_path / TEST_FILES[1]).write_bytes(gzip.decompress((MNIST_DIR / f"{TEST_FILES[1]}.gz").read_bytes()))
+    with pytest.raises(DataError, match=r"published t10k-images-idx3-ubyte.*not its content.*download"):
+        load_mnist(tmp_path)
+
+
+def test_own_idx_files_are_read_with_a_warning(tmp_path):
+    images, labels = _synthetic(n=8)
+    _write_idx(tmp_path, images, labels)
+    with pytest.warns(UserWarning, match="not the published MNIST file"):
+        x, lab = load_mnist(tmp_path)
+    np.testing.assert_array_equal(lab, labels)
+
+
+@pytest.mark.parametrize("fill", ["random", "constant"])
+def test_garbage_pixels_behind_a_valid_header_fail(tmp_path, fill):
+    rng = np.random.default_rng(1)
+    images = (rng.integers(0, 256, size=(50, 28, 28)) if fill == "random" else np.full((50, 28, 28), 7))
+    _write_idx(tmp_path, images.astype(np.uint8), rng.integers(0, 10, size=50))
+    with pytest.raises(DataError, match="garbage"):
+        load_mnist(tmp_path)
+
+
+def test_published_checksums():
+    assert datasets.MNIST_MD5["train-labels-idx1-ubyte.gz"] == "d53e105ee54ea40749a09fcbcd1e9432"
+    assert set(datasets.MNIST_SHA256) == {f for pair in datasets.MNIST_FILES.values() for f in pair}
+
+
+# ------------------------------------------------------------------------------------ training sets
+
+
+@needs_mnist
+def test_mnist_training_set_is_the_train_split_and_heldout_the_test_split():
+    x, meta = datasets.load_training_data("mnist", digits=(0, 1), data_dir=MNIST_DIR)
+    assert x.shape == (12665, 784) and meta["split"] == "train" and meta["n_train"] == 12665
+    xh, yh = datasets.heldout_set(meta, MNIST_DIR)
+    assert xh.shape == (2115, 784) and set(np.unique(yh)) == {0, 1}
+    meta = {**meta, "sha256": datasets.fingerprint(x)}
+    np.testing.assert_array_equal(datasets.training_set(meta, MNIST_DIR), x)
+    with pytest.raises(DataError, match="do not match.*data_dir"):
+        datasets.training_set({**meta, "digits": [0, 7]}, MNIST_DIR)
+    with pytest.raises(ValueError, match="n_train is not used for mnist"):
+        datasets.load_training_data("mnist", data_dir=MNIST_DIR, n_train=100)
+
+
+@pytest.mark.parametrize("dataset, kw", [("swiss-roll", {}), ("curie-weiss", {"N": 16, "beta": 1.3})])
+def test_synthetic_training_sets_rebuild_and_heldout_is_independent(dataset, kw):
+    x, meta = datasets.load_training_data(dataset, seed=4, n_train=300, **kw)
+    assert x.shape[0] == 300 and meta["seed"] == 4
+    meta = {**meta, "sha256": datasets.fingerprint(x)}
+    np.testing.assert_array_equal(datasets.training_set(meta), x)
+    xh, labels = datasets.heldout_set(meta)
+    assert xh.shape == x.shape and labels.shape == (300,) and not np.array_equal(xh, x)
+    with pytest.raises(DataError, match="do not match.*seed"):
+        datasets.training_set({**meta, "seed": 5})
+
+
+@pytest.mark.parametrize("n_train", [0, -3, 1])
+def test_bad_sizes_are_refused_not_replaced(n_train):
+    with pytest.raises(ValueError, match="n_train must be >= 2"):
+        datasets.load_training_data("swiss-roll", n_train=n_train)
+
+
+def test_bad_training_options():
+    with pytest.raises(ValueError, match="unknown dataset"):
+        datasets.load_training_data("cifar")
+    with pytest.raises(ValueError, match="needs N"):
+        datasets.load_training_data("curie-weiss", beta=1.0)
+    with pytest.raises(ValueError, match="meta must be"):
+        datasets.training_set({"dataset": "nope"})
