@@ -4,11 +4,13 @@ The notebook front door (each name is imported on first use, so ``import physdif
 and does not import torch)::
 
     import physdiff
-    run = physdiff.train("swiss-roll", out="runs/sr")          # model + its Datasets
-    model = physdiff.load("runs/sr")                           # a trained DDPM
-    samples = physdiff.sample("runs/sr", 512)                  # an xarray.Dataset
-    physdiff.list_studies()                                    # the registered studies
-    ds = physdiff.study("two-cluster-cloning", out="runs/bf2")  # dict of xarray.Datasets
+    run = physdiff.train("swiss-roll", out="runs/sr")            # TrainResult(model, datasets)
+    model = physdiff.load("runs/sr")                             # a trained DDPM
+    samples = physdiff.sample("runs/sr", 512)                    # an xarray.Dataset
+    fig = physdiff.plotting.plot_samples(samples)                # every plot function returns its Figure
+    physdiff.list_studies()                                      # the registered studies
+    ds = physdiff.study("two-cluster-cloning", out="runs/bf2")    # dict of xarray.Datasets
+    figs = physdiff.studies.get("two-cluster-cloning").plot(ds)  # dict of Figures
     sw = physdiff.sweep("two-cluster-cloning", {"seed": [0, 1, 2]})  # a grid, on dask.distributed
 
 The rooms: ``schedules`` (noise schedules), ``forward`` and ``spins`` (numba kernels),
@@ -41,15 +43,21 @@ _LAZY = {
     "sweep": ("physdiff.studies._sweep", "sweep"),
 }
 
+# rooms reachable as attributes without an explicit import (``physdiff.plotting.plot_samples``)
+_ROOMS = ("baselines", "datasets", "ddpm", "forward", "jobs", "metrics", "plotting", "results", "reverse",
+          "schedules", "sd15", "spins", "studies", "theory")
+
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
+    if name in _ROOMS:
+        return importlib.import_module(f"physdiff.{name}")
     raise AttributeError(f"module 'physdiff' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_ROOMS))

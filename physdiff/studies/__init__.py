@@ -30,7 +30,7 @@ __all__ = ["register", "get", "list_studies", "study", "Study"]
 
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _ALLOWED_TYPES = (int, float, str, bool, tuple[int, ...], tuple[float, ...])
-_RESERVED = ("out", "force", "threads", "progress", "no_progress", "list")  # the runner's own flags
+_RESERVED = ("name", "out", "force", "threads", "progress", "no_progress", "list")  # the runner's own arguments
 
 # name -> (title, Params class); filled by @register as modules are imported
 _REGISTERED: dict[str, tuple[str, type]] = {}
@@ -172,7 +172,8 @@ def get(name: str) -> Study:
                  module=module.__name__)
 
 
-def study(name: str, out=None, progress: bool = False, *, force: bool = False, **params):
+def study(name: str, out=None, progress: bool = False, *, force: bool = False, threads: int | None = None,
+          **params):
     """Run the study ``name`` with ``params`` (Params fields; the others keep their defaults).
 
     Parameters
@@ -186,6 +187,8 @@ def study(name: str, out=None, progress: bool = False, *, force: bool = False, *
         Show progress bars.
     force : bool
         Replace an existing non-empty ``out``.
+    threads : int >= 1, optional
+        numba and torch threads for the run (default: leave both as configured).
     **params
         Values of the study's ``Params`` fields.
 
@@ -204,4 +207,4 @@ def study(name: str, out=None, progress: bool = False, *, force: bool = False, *
     """
     from . import _runner
 
-    return _runner.run_study(get(name), params, out=out, force=force, progress=progress)
+    return _runner.run_study(get(name), params, out=out, force=force, progress=progress, threads=threads)
