@@ -591,3 +591,397 @@ def curie_weiss_quality(samples, N: int, beta: float, h: float = 0.0, train=None
         keys = np.packbits(spins > 0, axis=1)
         out["copy_share"] = float(np.mean([row.tobytes() in train_keys for row in keys]))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Curie-Weiss: memorisation of spin configurations, potentials from a projected score
+# (state weights, copies and double wells of models trained on Curie-Weiss spins)
+# --------------------------------------------------------------------------------------------
+
+__all__ += ["share_plus", "state_weights", "copy_mask", "rare_configuration_mask", "max_overlap",
+            "curie_weiss_memorization", "projected_potential", "binned_potentials", "well_numbers"]
+
+
+def _signs(name: str, x) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 2 or a.shape[1] < 1:
+        raise ValueError(f"{name} must have shape (n, N), got {a.shape}")
+    return a > 0
+
+
+def share_plus(x) -> float:
+    """Share of configurations with ``M = sum_i x_i > 0``, those with ``M = 0`` counted one half.
+
+    ``x`` : array_like (n, N) of spins or real-valued samples. Returns a float in [0, 1].
+    """
+    M = np.asarray(x, dtype=np.float64).sum(axis=1)
+    return float(np.mean(M > 0) + 0.5 * np.mean(M == 0))
+
+
+def copy_mask(samples, train) -> np.ndarray:
+    """Per sample: does its sign configuration (``x > 0`` -> +1) equal some training configuration?
+
+    Parameters
+    ----------
+    samples : array_like (n, N)
+    train : array_like (P, N)
+
+    Returns
+    -------
+    ndarray, bool, (n,)
+    """
+    s, a = _signs("samples", samples), _signs("train", train)
+    if s.shape[1] != a.shape[1]:
+        raise ValueError(f"samples have N={s.shape[1]} spins, train N={a.shape[1]}")
+    keys = {r.tobytes() for r in np.packbits(a, axis=1)}
+    packed = np.packbits(s, axis=1)
+    return np.fromiter((r.tobytes() in keys for r in packed), dtype=bool, count=len(packed))
+
+
+def rare_configuration_mask(samples, N: int, beta: float, h: float, P: int, level: float = 0.01) -> np.ndarray:
+    """Per sample: is its sign configuration ``a`` so improbable that a set of ``P`` exact
+    Curie-Weiss samples holds it less than ``level`` times on average, ``P q(a) < level``?
+
+    ``q(a) = P(M) / C(N, (N+M)/2)`` (every configuration of magnetization ``M`` is equally likely;
+    ``docs/theory.md``, Curie-Weiss). A copy of such a training configuration is memorisation, not
+    chance.
+
+    Returns
+    -------
+    ndarray, bool, (n,)
+    """
+    from scipy.special import gammaln
+
+    from .theory.curie_weiss import magnetization_distribution
+
+    s = _signs("samples", samples)
+    if s.shape[1] != N:
+        raise ValueError(f"samples must have N={N} spins, got {s.shape[1]}")
+    P = check_positive_int("P", P)
+    level = check_real("level", level, lo=0.0, lo_open=True)
+    M_grid, PM = magnetization_distribution(N, beta, h)
+    k = (M_grid + N) // 2
+    with np.errstate(divide="ignore"):
+        log_q = np.log(PM) - (gammaln(N + 1) - gammaln(k + 1) - gammaln(N - k + 1))
+    return math.log(P) + log_q[s.sum(axis=1)] < math.log(level)
+
+
+def max_overlap(samples, train, chunk: int = 1024) -> np.ndarray:
+    """Per sample, the largest overlap ``q = sign(x).a / N`` with a training configuration ``a``.
+
+    Returns
+    -------
+    ndarray, float64, (n,), in [-1, 1] (1: a copy).
+    """
+    X = np.where(_signs("samples", samples), 1.0, -1.0).astype(np.float32)
+    A = np.where(_signs("train", train), 1.0, -1.0).astype(np.float32)
+    out = np.empty(len(X))
+    for a in range(0, len(X), chunk):
+        out[a:a + chunk] = (X[a:a + chunk] @ A.T).max(axis=1) / X.shape[1]
+    return out
+
+
+def _binomial_se(p: float, n: int) -> float:
+    return math.sqrt(max(p * (1.0 - p), 1e-300) / n)
+
+
+def curie_weiss_memorization(samples, train, *, beta: float, h: float = 0.0, fresh=None, reference=None,
+                             rare_level: float = 0.01) -> dict:
+    """Memorisation measures of generated Curie-Weiss samples against their training set.
+
+    ``copy_share``: share of samples whose sign configuration is a training configuration;
+    ``rare_copy_share``: copies of training configurations that ``P`` exact samples would hold
+    less than once in ``1 / rare_level`` (:func:`rare_configuration_mask`), which chance almost
+    never produces; ``overlap_max_mean``: mean over samples of :func:`max_overlap`. Controls:
+    ``*_baseline`` the same for ``fresh`` exact samples against the training set (the
+    coincidences of the data law itself), ``*_reference`` the same samples against an independent
+    exact set ``reference`` of the same size (the coincidences of the model's own law of ``M``).
+    Memorisation is the excess over the reference [BBBM24].
+
+    Parameters
+    ----------
+    samples : array_like (n, N)
+    train : array_like (P, N)
+    beta, h : float
+        The data law (``h`` per spin).
+    fresh, reference : array_like, optional
+        Fresh exact samples (n', N) and an independent exact set (P', N); their variables are NaN
+        when not given.
+    rare_level : float
+
+    Returns
+    -------
+    dict of float
+        ``copy_share`` (+ ``_stderr``, binomial, ``_baseline``, ``_reference``), ``rare_copy_share``
+        (+ ``_stderr``, ``_baseline``, ``_reference``), ``rare_share`` (share of samples with a
+        rare configuration), ``overlap_max_mean`` (+ ``_baseline``, ``_reference``),
+        ``share_plus_train``.
+    """
+    x, a = np.asarray(samples), np.asarray(train)
+    n, N = x.shape
+    P = a.shape[0]
+    rare_x = rare_configuration_mask(x, N, beta, h, P, rare_level)
+    copies = copy_mask(x, a)
+    out = {"copy_share": float(copies.mean()), "rare_copy_share": float(np.mean(copies & rare_x)),
+           "rare_share": float(rare_x.mean()), "overlap_max_mean": float(max_overlap(x, a).mean()),
+           "share_plus_train": share_plus(a)}
+    out["copy_share_stderr"] = _binomial_se(out["copy_share"], n)
+    out["rare_copy_share_stderr"] = _binomial_se(out["rare_copy_share"], n)
+    nan = math.nan
+    if fresh is not None:
+        rare_f = rare_configuration_mask(fresh, N, beta, h, P, rare_level)
+        cf = copy_mask(fresh, a)
+        out.update(copy_share_baseline=float(cf.mean()), rare_copy_share_baseline=float(np.mean(cf & rare_f)),
+                   overlap_max_mean_baseline=float(max_overlap(fresh, a).mean()))
+    else:
+        out.update(copy_share_baseline=nan, rare_copy_share_baseline=nan, overlap_max_mean_baseline=nan)
+    if reference is not None:
+        cr = copy_mask(x, reference)
+        out.update(copy_share_reference=float(cr.mean()), rare_copy_share_reference=float(np.mean(cr & rare_x)),
+                   overlap_max_mean_reference=float(max_overlap(x, reference).mean()))
+    else:
+        out.update(copy_share_reference=nan, rare_copy_share_reference=nan, overlap_max_mean_reference=nan)
+    return out
+
+
+def _contiguous_runs(keep: np.ndarray) -> list[tuple[int, int]]:
+    runs, start = [], None
+    for b in range(keep.size + 1):
+        if b < keep.size and keep[b]:
+            start = b if start is None else start
+        elif start is not None:
+            runs.append((start, b))
+            start = None
+    return runs
+
+
+def projected_potential(mu, g, edges, *, min_count: int = 20) -> dict:
+    """Potential ``V(mu) = -log P_t(mu)`` from samples of ``mu = u.x`` and of ``g = u.score(x)``.
+
+    For a unit vector ``u``, ``d/dmu log P_t(mu) = E[u.grad log p_t(x) | u.x = mu]`` (differentiate
+    ``P_t(mu) = int p_t(x) delta(mu - u.x) dx``), so binning the samples in ``mu`` and averaging
+    ``g`` per bin estimates ``-dV/dmu``; the cumulative trapezoid rule over the bins' mean ``mu``
+    (:func:`scipy.integrate.cumulative_trapezoid`) gives ``V`` up to a constant, fixed by ``V = 0``
+    at the bin nearest ``mu = 0``. On an exact score it reproduces the exact potential (up to the
+    statistical error and an ``O(width^2)`` quadrature error); on a learned score it gives the
+    potential the model implies along ``u`` (``docs/theory.md``, "Speciation, cloning and
+    collapse").
+
+    Parameters
+    ----------
+    mu, g : array_like (n,)
+        Projections of the same samples.
+    edges : array_like (B+1,)
+        Increasing bin edges.
+    min_count : int >= 2
+        Bins with fewer samples are dropped; ``V`` is built on the contiguous run of kept bins
+        holding the most samples (NaN elsewhere).
+
+    Returns
+    -------
+    dict of ndarray, float64 (B,)
+        ``mu`` (bin means), ``dVdmu`` (``-mean g``), ``dVdmu_stderr``, ``count`` (int64), ``V``,
+        ``V_stderr`` (propagated standard error of ``V - V(anchor)``, bins independent), and
+        ``anchor`` (int, the bin where ``V = 0``).
+
+    Raises
+    ------
+    ValueError
+        Shapes differ, edges not increasing, or no bin holds ``min_count`` samples.
+    """
+    from scipy.integrate import cumulative_trapezoid
+
+    mu = np.asarray(mu, dtype=np.float64).reshape(-1)
+    g = np.asarray(g, dtype=np.float64).reshape(-1)
+    edges = np.asarray(edges, dtype=np.float64)
+    if mu.shape != g.shape:
+        raise ValueError(f"mu and g must have the same length, got {mu.shape} and {g.shape}")
+    if edges.ndim != 1 or edges.size < 3 or np.any(np.diff(edges) <= 0):
+        raise ValueError("edges must be an increasing 1-D array of at least 3 bin edges")
+    min_count = check_positive_int("min_count", min_count, minimum=2)
+    B = edges.size - 1
+    idx = np.digitize(mu, edges) - 1
+    ok = (idx >= 0) & (idx < B)
+    idx, mu, g = idx[ok], mu[ok], g[ok]
+    count = np.bincount(idx, minlength=B)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mbar = np.bincount(idx, mu, B) / count
+        gbar = np.bincount(idx, g, B) / count
+        gvar = (np.bincount(idx, g * g, B) / count - gbar**2) * count / np.maximum(count - 1, 1)
+        gerr = np.sqrt(np.maximum(gvar, 0.0) / count)
+    keep = count >= min_count
+    if not keep.any():
+        raise ValueError(f"no bin holds min_count={min_count} samples; use more samples or wider bins")
+    lo, hi = max(_contiguous_runs(keep), key=lambda r: count[r[0]:r[1]].sum())
+    V, V_err = np.full(B, np.nan), np.full(B, np.nan)
+    xs, ys, es = mbar[lo:hi], -gbar[lo:hi], gerr[lo:hi]
+    a0 = int(np.argmin(np.abs(xs)))
+    if hi - lo >= 2:
+        cum = cumulative_trapezoid(ys, xs, initial=0.0)
+        V[lo:hi] = cum - cum[a0]
+        # V[k] - V[a0] = sum of trapezoids between them: weight dx/2 on each end of every interval
+        w = np.zeros((hi - lo, hi - lo))
+        dx = np.diff(xs)
+        for k in range(hi - lo):
+            i, j = sorted((a0, k))
+            w[k, i:j] += dx[i:j] / 2
+            w[k, i + 1:j + 1] += dx[i:j] / 2
+        V_err[lo:hi] = np.sqrt(w**2 @ es**2)
+    else:
+        V[lo + a0], V_err[lo + a0] = 0.0, 0.0
+    return {"mu": mbar, "dVdmu": -gbar, "dVdmu_stderr": gerr, "count": count.astype(np.int64),
+            "V": V, "V_stderr": V_err, "anchor": lo + a0}
+
+
+def binned_potentials(score_fns: dict, schedule, N: int, beta: float, h: float = 0.0, *, steps,
+                      n_samples: int = 10000, edges=None, min_count: int = 20, seed: SeedLike = None):
+    """:func:`projected_potential` along ``u = 1/sqrt(N)`` for several scores on the same exact
+    Curie-Weiss forward samples, against the exact ``V(mu, t)``.
+
+    Parameters
+    ----------
+    score_fns : dict name -> callable
+        ``score_fn(x_t, step) -> score`` (numpy (n, N), int step), e.g. ``{"learned": ...,
+        "exact": ...}``.
+    schedule : Schedule
+    N, beta, h : the data law (``h`` per spin).
+    steps : sequence of int in 1..T
+    n_samples : int >= 2
+        Fresh exact spin configurations per step, diffused with the closed-form jump.
+    edges : array_like, optional
+        Bin edges in ``mu`` (default 61 edges on [-6, 6]).
+    min_count : int
+    seed : int, Generator or None
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``(step, bin)``: ``mu`` (bin means), ``count``, ``V_theory`` (exact ``-log P_t(mu)``
+        at the bin means, 0 at each row's anchor bin as the estimates are) and per score
+        ``V_<name>``, ``V_<name>_stderr``, ``dVdmu_<name>``; dims ``(step, mu_fine)``:
+        ``V_theory_fine`` (0 at ``mu = 0``). Coords ``time(step)``, ``alpha_bar(step)``,
+        ``bin_lower(bin)``, ``bin_upper(bin)``.
+    """
+    import xarray as xr
+
+    from . import datasets, forward
+    from .theory import curie_weiss as cw
+
+    N = check_positive_int("N", N, minimum=2)
+    n_samples = check_positive_int("n_samples", n_samples, minimum=2)
+    steps = np.asarray(steps, dtype=np.int64).reshape(-1)
+    if steps.size == 0 or steps.min() < 1 or steps.max() > schedule.T:
+        raise ValueError(f"steps must be a non-empty list of steps in 1..{schedule.T}")
+    edges = np.linspace(-6.0, 6.0, 61) if edges is None else np.asarray(edges, dtype=np.float64)
+    B = edges.size - 1
+    rng = as_generator(seed)
+    u = np.full(N, 1.0 / math.sqrt(N))
+    mu_fine = np.linspace(edges[0], edges[-1], 241)
+    shape = (steps.size, B)
+    out = {"mu": np.full(shape, np.nan), "count": np.zeros(shape, dtype=np.int64), "V_theory": np.full(shape, np.nan)}
+    for name in score_fns:
+        for var in (f"V_{name}", f"V_{name}_stderr", f"dVdmu_{name}"):
+            out[var] = np.full(shape, np.nan)
+    V_fine = np.empty((steps.size, mu_fine.size))
+    for k, t in enumerate(steps.tolist()):
+        ab = float(schedule.alpha_bar[t])
+        x, _ = forward.diffuse(datasets.curie_weiss(n_samples, N, beta, h, seed=rng), schedule, t, seed=rng)
+        mu = x.astype(np.float64) @ u
+        for name, fn in score_fns.items():
+            est = projected_potential(mu, np.asarray(fn(x, t), dtype=np.float64) @ u, edges, min_count=min_count)
+            out[f"V_{name}"][k], out[f"V_{name}_stderr"][k], out[f"dVdmu_{name}"][k] = (
+                est["V"], est["V_stderr"], est["dVdmu"])
+        out["mu"][k], out["count"][k] = est["mu"], est["count"]
+        valid = np.isfinite(est["mu"])
+        V_anchor = cw.potential(est["mu"][est["anchor"]], ab, N, beta, h, kind="density")
+        out["V_theory"][k, valid] = cw.potential(est["mu"][valid], ab, N, beta, h, kind="density") - V_anchor
+        V_fine[k] = cw.potential(mu_fine, ab, N, beta, h, kind="density") - cw.potential(0.0, ab, N, beta, h,
+                                                                                        kind="density")
+    one = {"units": "1"}
+    names = {"mu": "mean of mu = sum_i x_i / sqrt(N) in the bin", "count": "forward samples in the bin",
+             "V_theory": "exact density potential -log P_t(mu) at the bin means, 0 at the anchor bin"}
+    for name in score_fns:
+        names[f"V_{name}"] = f"density potential from the projected {name} score, 0 at the anchor bin"
+        names[f"V_{name}_stderr"] = f"propagated standard error of V_{name}"
+        names[f"dVdmu_{name}"] = f"-mean of u.score ({name}) in the bin"
+    data = {k: (("step", "bin"), v, {**one, "long_name": names[k]}) for k, v in out.items()}
+    data["V_theory_fine"] = (("step", "mu_fine"), V_fine, {**one, "long_name": "exact -log P_t(mu), 0 at mu = 0"})
+    ab = schedule.alpha_bar[steps]
+    coords = {"step": ("step", steps, {**one, "long_name": "diffusion step"}),
+              "time": ("step", -0.5 * np.log(ab), {**one, "long_name": "physical time -(1/2) log alpha_bar"}),
+              "alpha_bar": ("step", ab, {**one, "long_name": "alpha_bar of the step"}),
+              "mu_fine": ("mu_fine", mu_fine, {**one, "long_name": "mu = sum_i x_i / sqrt(N)"}),
+              "bin_lower": ("bin", edges[:-1], {**one, "long_name": "lower edge of the mu bin"}),
+              "bin_upper": ("bin", edges[1:], {**one, "long_name": "upper edge of the mu bin"})}
+    return xr.Dataset(data, coords=coords, attrs={"n_samples": n_samples, "min_count": min_count})
+
+
+def well_numbers(mu, V, V_stderr=None, *, min_tol: float = 1e-3) -> tuple[int, float, float, float]:
+    """Double-well numbers of a potential sampled on increasing ``mu``:
+    ``(n_minima, depth, depth_stderr, position)``.
+
+    ``n_minima`` counts interior local minima whose topographic prominence
+    (:func:`scipy.signal.find_peaks` on ``-V``) exceeds ``tol = max(min_tol, 2 max V_stderr)``, so
+    that statistical wiggles do not count (a double well has 2, a single well 1);
+    ``depth = V(mu ~ 0) - min V`` (0 for a single well at 0; NaN when no sample point lies within
+    1.5 grid spacings of ``mu = 0``), with the standard error of ``V`` at the minimum;
+    ``position = |mu|`` at the minimum. NaN entries are dropped; fewer than 3 points give
+    ``(0, nan, nan, nan)``.
+    """
+    from scipy.signal import find_peaks
+
+    mu = np.asarray(mu, dtype=np.float64)
+    V = np.asarray(V, dtype=np.float64)
+    err = np.zeros_like(V) if V_stderr is None else np.asarray(V_stderr, dtype=np.float64)
+    ok = np.isfinite(V) & np.isfinite(mu) & np.isfinite(err)
+    if ok.sum() < 3:
+        return 0, math.nan, math.nan, math.nan
+    mu, V, err = mu[ok], V[ok], err[ok]
+    tol = max(min_tol, 2.0 * float(err.max()))
+    n_min = int(find_peaks(-V, prominence=tol * (1 + 1e-12))[0].size)
+    k = int(np.argmin(V))
+    i0 = int(np.argmin(np.abs(mu)))
+    V0 = float(V[i0]) if abs(mu[i0]) <= 1.5 * float(np.median(np.diff(mu))) else math.nan
+    depth = max(V0 - float(V[k]), 0.0) if math.isfinite(V0) else math.nan
+    return n_min, depth, float(err[k]), float(abs(mu[k]))
+
+
+def state_weights(samples, N: int, beta: float, h: float = 0.0, P: int | None = None) -> dict:
+    """Weight of the ``M > 0`` state among Curie-Weiss samples against the exact law [BM23].
+
+    The share ``p_hat`` of samples with ``M = sum_i x_i > 0`` and the ratio ``p_hat / (1 - p_hat)``
+    (delta-method error ``se / (1 - p_hat)^2``), against the exact finite-N ``P(M > 0)``
+    (``P(M = 0)`` split half/half) and the large-N ``1 / (1 + exp(-2 H m*))``, ratio
+    ``exp(2 H m*)``, ``H = h N`` (``m*`` at zero field, the limit of ``h = H / N``). With ``P``
+    (the training-set size) also the spread ``sqrt(p (1 - p) / P)`` of a training set of ``P``
+    exact samples around ``p`` and ``z_exact = (p_hat - p) / sqrt(se^2 + p (1 - p) / P)``.
+
+    Returns
+    -------
+    dict of float
+        ``share_plus``, ``share_plus_stderr`` (binomial), ``ratio``, ``ratio_stderr``,
+        ``share_plus_exact``, ``ratio_exact``, ``share_plus_large_N``, ``ratio_large_N``, ``H``,
+        ``m_star`` (zero field), and with ``P``: ``share_plus_data_spread``, ``z_exact``.
+    """
+    from .theory import curie_weiss as cw
+
+    x = np.asarray(samples, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != N:
+        raise ValueError(f"samples must have shape (n, N={N}), got {x.shape}")
+    n = x.shape[0]
+    share = float(np.mean(x.sum(axis=1) > 0))
+    se = _binomial_se(share, n)
+    M, PM = cw.magnetization_distribution(N, beta, h)
+    p = float(PM[M > 0].sum() + 0.5 * PM[M == 0].sum())
+    H = h * N
+    m0 = cw.m_star(beta, 0.0)
+    out = {"share_plus": share, "share_plus_stderr": se,
+           "ratio": share / (1 - share) if share < 1 else math.inf,
+           "ratio_stderr": se / (1 - share) ** 2 if share < 1 else math.inf,
+           "share_plus_exact": p, "ratio_exact": p / (1 - p), "share_plus_large_N": 1.0 / (1.0 + math.exp(-2 * H * m0)),
+           "ratio_large_N": math.exp(2.0 * H * m0), "H": H, "m_star": m0}
+    if P is not None:
+        P = check_positive_int("P", P)
+        out["share_plus_data_spread"] = math.sqrt(p * (1 - p) / P)
+        out["z_exact"] = (share - p) / math.sqrt(se**2 + p * (1 - p) / P)
+    return out
