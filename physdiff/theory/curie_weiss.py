@@ -454,9 +454,11 @@ def _hs_integrals(fields: np.ndarray, beta: float, need_mean: bool):
         logI = np.empty(n)
         mean = np.empty((n, N)) if need_mean else None
         bad = []
-        chunk = max(1, (1 << 19) // N)
+        chunk = max(1, (1 << 16) // N)
+        m = (_TAYLOR_K + 2) // 2
+        work = (np.empty(min(n, chunk) * m * N), np.empty(min(n, chunk) * m * N))
         for a in range(0, n, chunk):
-            lI, mI, ok = _taylor_integrals(H[a:a + chunk], beta, need_mean)
+            lI, mI, ok = _taylor_integrals(H[a:a + chunk], beta, need_mean, work=work)
             logI[a:a + chunk] = lI
             if need_mean:
                 mean[a:a + chunk] = mI
@@ -534,20 +536,37 @@ def _dpoly(K: int):
     return _DPOLY[K]
 
 
-def _power_sums(T: np.ndarray, J: int) -> np.ndarray:
-    """``p[:, j] = sum_i T[:, i]^j`` for ``j = 0..J`` -> (n, J+1)."""
-    n, N = T.shape
+def _power_stack(U: np.ndarray, m: int, work: np.ndarray | None = None) -> np.ndarray:
+    """``P[:, a] = tanh(U)^(a+1)`` for ``a = 0..m-1`` -> (n, m, N), in ``work`` if given (reused
+    between chunks: fresh pages of a new array cost more than the multiplications)."""
+    n, N = U.shape
+    P = np.empty((n, m, N)) if work is None else work.reshape(-1)[:n * m * N].reshape(n, m, N)
+    np.tanh(U, out=P[:, 0])
+    T = P[:, 0]
+    for a in range(1, m):
+        np.multiply(P[:, a - 1], T, out=P[:, a])
+    return P
+
+
+def _power_sums(P: np.ndarray, J: int) -> np.ndarray:
+    """``p[:, j] = sum_i T[:, i]^j`` for ``j = 0..J`` from the stack ``P`` of ``_power_stack``.
+
+    ``p_1..p_m`` are row sums of ``P``; ``p_{a+b+2} = <T^(a+1), T^(b+1)>`` come from the Gram matrix
+    ``P P^T`` (one batched matrix product, reading every power once), so ``J <= 2m``.
+    """
+    n, m, N = P.shape
     p = np.empty((n, J + 1))
     p[:, 0] = N
-    p[:, 1] = T.sum(axis=1)
-    P = T.copy()
-    for j in range(2, J + 1):
-        P *= T
-        p[:, j] = P.sum(axis=1)
-    return p
+    p[:, 1:m + 1] = P.sum(axis=2)
+    if J > m:
+        G = np.matmul(P, P.transpose(0, 2, 1))  # (n, m, m)
+        for j in range(m + 1, J + 1):
+            a = j - 1 - m  # T^(a+1) T^m: the last row of P
+            p[:, j] = G[:, a, m - 1]
+    return p[:, :J + 1]
 
 
-def _taylor_centre(H: np.ndarray, c: np.ndarray, beta: float, K: int, need_L0: bool):
+def _taylor_centre(H: np.ndarray, c: np.ndarray, beta: float, K: int, need_L0: bool, work=None):
     """Expansion of the reduced ``F(c + delta)`` (see ``_reduced_F``) in powers of ``delta``.
 
     With ``u_i = beta c + H_i``, ``tau_i = tanh u_i``::
@@ -557,13 +576,14 @@ def _taylor_centre(H: np.ndarray, c: np.ndarray, beta: float, K: int, need_L0: b
 
     exact up to ``N B[K+1] (beta |delta|)^{K+2} / (K+2)!`` (Lagrange remainder). Returns the
     coefficients ``A`` (n, K+2) of ``F`` in powers of ``delta`` (the constant term is 0 unless
-    ``need_L0``) and ``tau`` (n, N).
+    ``need_L0``) and the powers ``P`` (n, m, N), ``P[:, a] = tau^(a+1)``, ``2 m >= K + 1``.
     """
     n, N = H.shape
     C, _ = _dpoly(K)
+    m = (K + 2) // 2
     U = beta * c[:, None] + H
-    T = np.tanh(U)
-    p = _power_sums(T, K + 1)
+    P = _power_stack(U, m, work)
+    p = _power_sums(P, K + 1)
     S = p @ C[:K + 1, :K + 2].T  # (n, K+1): S_0 .. S_K
     A = np.zeros((n, K + 2))
     k = np.arange(1, K + 2)
@@ -571,11 +591,35 @@ def _taylor_centre(H: np.ndarray, c: np.ndarray, beta: float, K: int, need_L0: b
     if need_L0:
         np.abs(U, out=U)
         # log 2cosh(u) - |H|, safe: |u| <= Hc + beta (1 + w) << 700 after clipping
-        A[:, 0] = (np.log(np.cosh(U)).sum(axis=1) + N * math.log(2.0) - np.abs(H).sum(axis=1))
+        np.cosh(U, out=U)
+        np.log(U, out=U)
+        A[:, 0] = U.sum(axis=1) + N * math.log(2.0) - np.abs(H).sum(axis=1)
     A[:, 0] -= 0.5 * N * beta * c ** 2
     A[:, 1] -= N * beta * c
     A[:, 2] -= 0.5 * N * beta
-    return A, T
+    return A, P
+
+
+def _poly_from_powers(Q: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """``sum_k Q[:, k] tau^k`` (n, N) for ``Q`` (n, k_max + 1), ``k_max <= 2m``, from the powers ``P``
+    (n, m, N) of ``_power_stack``: one or two batched matrix-vector products, no Horner passes."""
+    n, m, N = P.shape
+    kmax = Q.shape[1] - 1
+    out = np.matmul(Q[:, None, 1:min(kmax, m) + 1], P[:, :min(kmax, m)])[:, 0]
+    out += Q[:, :1]
+    if kmax > m:  # tau^m * sum_{k > m} Q_k tau^(k - m)
+        out += P[:, m - 1] * np.matmul(Q[:, None, m + 1:], P[:, :kmax - m])[:, 0]
+    return out
+
+
+def _moments(Pw: np.ndarray, d: np.ndarray, K: int) -> np.ndarray:
+    """``sum_l Pw[:, l] d[:, l]^q`` for ``q = 0..K-1`` -> (n, K)."""
+    out = np.empty((Pw.shape[0], K))
+    D = Pw.copy()
+    for q in range(K):
+        out[:, q] = D.sum(axis=1)
+        D *= d
+    return out
 
 
 def _polyval_rows(A: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -587,7 +631,7 @@ def _polyval_rows(A: np.ndarray, z: np.ndarray) -> np.ndarray:
     return out
 
 
-def _taylor_integrals(H: np.ndarray, beta: float, need_mean: bool, K: int | None = None):
+def _taylor_integrals(H: np.ndarray, beta: float, need_mean: bool, K: int | None = None, work=(None, None)):
     """The lattice sum of ``_hs_uniform`` (same lattice, same weights) from Taylor expansions.
 
     Saddles: the mean-field map ``m -> mean_i tanh(beta m + H_i)`` iterated from ``m = +1`` and
@@ -622,9 +666,9 @@ def _taylor_integrals(H: np.ndarray, beta: float, need_mean: bool, K: int | None
     ok = np.ones(n, dtype=bool)
     rows2 = np.flatnonzero(two)
     need_L0 = bool(rows2.size) or not need_mean  # absolute F needed to weigh two centres / log Z
-    Ap, Tp = _taylor_centre(H, cp, beta, K, need_L0)
+    Ap, Tp = _taylor_centre(H, cp, beta, K, need_L0, work[0])
     if rows2.size:
-        Am, Tm = _taylor_centre(H[rows2], cm[rows2], beta, K, True)
+        Am, Tm = _taylor_centre(H[rows2], cm[rows2], beta, K, True, work[1])
 
     def window(c):
         k0 = np.ceil((c - R - m0) / dx).astype(np.int64)
@@ -687,22 +731,24 @@ def _taylor_integrals(H: np.ndarray, beta: float, need_mean: bool, K: int | None
     if not need_mean:
         return logI, None, ok
     # --- posterior mean: tanh series in beta delta, a polynomial in tau per centre
-    j = np.arange(K)
+    # <a_i> = sum_k beta^k E[delta^k] / k! D^k(tau_i), truncated after the first order Km whose
+    # Lagrange remainder B[Km] E|beta delta|^Km / Km! is below _TAYLOR_TOL for every sample
+    j = np.arange(K + 1)
     fac = beta ** j / np.exp(gammaln(j + 1))
     Pp = Ep / tot[:, None]
-    mom_p = np.stack([(Pp * dp ** q).sum(axis=1) for q in range(K)], axis=1)  # (n, K)
-    Qp = (mom_p * fac[None, :]) @ C[:K, :K + 1]  # (n, K+1) in powers of tau
-    remq = B[K] * (Pp * np.exp(K * np.log(np.maximum(beta * np.abs(dp), 1e-300))
-                               - gammaln(K + 1))).sum(axis=1)
-    mean = _polyval_rows(Qp, Tp)
+    abs_p = _moments(Pp, beta * np.abs(dp), K + 1)  # E|beta delta|^q, q = 0..K
+    mom_p = _moments(Pp, dp, K)
     if rows2.size:
         Pm = Em / tot[rows2, None]
-        mom_m = np.stack([(Pm * dm ** q).sum(axis=1) for q in range(K)], axis=1)
-        Qm = (mom_m * fac[None, :]) @ C[:K, :K + 1]
-        remq[rows2] += B[K] * (Pm * np.exp(K * np.log(np.maximum(beta * np.abs(dm), 1e-300))
-                                           - gammaln(K + 1))).sum(axis=1)
-        mean[rows2] += _polyval_rows(Qm, Tm)
-    ok &= remq <= _TAYLOR_TOL
+        abs_p[rows2] += _moments(Pm, beta * np.abs(dm), K + 1)
+        mom_m = _moments(Pm, dm, K)
+    rem = B[j] * abs_p / np.exp(gammaln(j + 1))  # (n, K+1): remainder bound after q terms
+    fine = np.flatnonzero(np.max(rem, axis=0) <= _TAYLOR_TOL)
+    Km = int(fine[0]) if fine.size else K
+    ok &= rem[:, Km] <= _TAYLOR_TOL
+    mean = _poly_from_powers((mom_p[:, :Km] * fac[None, :Km]) @ C[:Km, :Km + 1], Tp)
+    if rows2.size:
+        mean[rows2] += _poly_from_powers((mom_m[:, :Km] * fac[None, :Km]) @ C[:Km, :Km + 1], Tm)
     np.clip(mean, -1.0, 1.0, out=mean)
     return logI, mean, ok
 
