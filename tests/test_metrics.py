@@ -273,6 +273,156 @@ def test_mnist_quality(mnist):
         mnist_quality(noise[:, :100], clf, train_x, [0, 1])
 
 
+# ------------------------------------------------- Frechet distance, precision/recall, calibration
+
+needs_mnist_train = pytest.mark.skipif(not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
+                                       reason=f"the MNIST train split is not at {MNIST_DIR}")
+
+
+def test_frechet_distance_closed_form():
+    # N(0, I) against N((1, 0), diag(4, 1/4)): |mu|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) = 1 + 6.25 - 5
+    rng = np.random.default_rng(0)
+    n = 100_000
+    x = rng.standard_normal((n, 2))
+    y = rng.standard_normal((n, 2)) * [2.0, 0.5] + [1.0, 0.0]
+    # sampling error of the moments: SE ~ sqrt(2/n) per variance entry, a few 1e-3 in total
+    assert metrics.frechet_distance(x, y) == pytest.approx(2.25, abs=0.05)
+    assert metrics.frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
+    # singular covariances (a constant feature, as a dead ReLU unit gives) are fine
+    x0 = np.c_[x[:500], np.zeros(500)]
+    assert np.isfinite(metrics.frechet_distance(x0, x0[::-1] + [0.1, 0, 0]))
+    with pytest.raises(ValueError):
+        metrics.frechet_distance(x[:1], y)
+    with pytest.raises(ValueError):
+        metrics.frechet_distance(x, y[:, :1])
+
+
+def test_precision_recall_bruteforce_and_limits():
+    rng = np.random.default_rng(1)
+    real, fake = rng.standard_normal((60, 3)), rng.standard_normal((40, 3)) + 0.7
+    k = 3
+    from scipy.spatial.distance import cdist
+
+    rr = np.sort(cdist(real, real), axis=1)[:, k]
+    rf = np.sort(cdist(fake, fake), axis=1)[:, k]
+    prec = np.mean([(cdist(f[None], real)[0] <= rr).any() for f in fake])
+    rec = np.mean([(cdist(r[None], fake)[0] <= rf).any() for r in real])
+    assert metrics.precision_recall(real, fake, k) == (pytest.approx(prec), pytest.approx(rec))
+    assert metrics.precision_recall(real, real, k) == (1.0, 1.0)
+    far = metrics.precision_recall(real, fake + 100.0, k)
+    assert far == (0.0, 0.0)
+    with pytest.raises(ValueError):
+        metrics.precision_recall(real, fake[:3], k=3)
+
+
+@pytest.fixture(scope="session")
+def quality_setup(tmp_path_factory):
+    """A classifier trained once (a 12 000-image subset of the train split, 2 epochs) and the digits."""
+    from physdiff.datasets import load_mnist
+
+    cache = tmp_path_factory.mktemp("classifier-cache")
+    clf = metrics.mnist_classifier(MNIST_DIR, epochs=2, n_train=12_000, cache_dir=cache)
+    x_train, _ = load_mnist(MNIST_DIR, split="train", digits=[0, 1])
+    x_test, _ = load_mnist(MNIST_DIR, split="test", digits=[0, 1])
+    return clf, cache, x_train, x_test
+
+
+@needs_mnist_train
+def test_mnist_classifier_is_cached(quality_setup, monkeypatch, tmp_path):
+    clf, cache, _, x_test = quality_setup
+    assert not clf.from_cache and clf.n_train == 12_000
+    assert clf.test_accuracy >= 0.95  # 10 000 test images, all digits (0.96 for this small run)
+    files = list(cache.glob("mnist-classifier-*.safetensors"))
+    assert len(files) == 1 and not list(cache.glob(".*tmp"))  # written atomically, no leftovers
+    again = metrics.mnist_classifier(MNIST_DIR, epochs=2, n_train=12_000, cache_dir=cache)
+    assert again.from_cache and again.test_accuracy == clf.test_accuracy
+    assert again.settings == clf.settings and len(clf.settings["data_sha256"]) == 64
+    np.testing.assert_allclose(again.predict_proba(x_test[:50]), clf.predict_proba(x_test[:50]), rtol=1e-6)
+    assert again.features(x_test[:5]).shape == (5, metrics.FEATURE_DIM)
+    assert np.all(again.features(x_test[:5]) >= 0)
+    # the default folder comes from $PHYSDIFF_CACHE
+    monkeypatch.setenv("PHYSDIFF_CACHE", str(tmp_path))
+    assert metrics.classifier_cache_dir() == tmp_path
+    with pytest.raises(ValueError, match="n_train"):
+        metrics.mnist_classifier(MNIST_DIR, n_train=0, cache_dir=cache)
+
+
+def _binomial_se(p, n, m=None):
+    """Standard error of a share (of a difference of two shares with m), floored at 1/n."""
+    v = max(p * (1 - p), 1.0 / n) * (1.0 / n + (1.0 / m if m else 0.0))
+    return math.sqrt(v)
+
+
+@needs_mnist_train
+def test_quality_calibration_real_gaussian_blurred(quality_setup):
+    """Real test digits pass; a Gaussian fit of the training digits and blurred digits fail.
+
+    Margins come from the statistics: binomial standard errors for the shares, and for the Frechet
+    ratio the spread of real-vs-real ratios over independent splits of the test digits.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    clf, _, x_train, x_test = quality_setup
+    train_ref = x_train[::6]  # the copy check is not under test here; a subset keeps it fast
+    n = 256
+
+    def quality(x, held, seed):
+        return mnist_quality(x, clf, train_ref, [0, 1], heldout_x=held, seed=seed)
+
+    real_q = []
+    for rep in range(5):
+        perm = np.random.default_rng(100 + rep).permutation(len(x_test))
+        real_q.append(quality(x_test[perm[:n]], x_test[perm[n:]], rep))
+    ratios = np.array([q["frechet_ratio"] for q in real_q])
+    mean, sd = ratios.mean(), ratios.std(ddof=1)
+    print(f"\nreal-vs-real Frechet ratio over 5 splits: {mean:.2f} +- {sd:.2f}")
+    assert abs(mean - 1.0) < 4 * sd + 0.1
+
+    q = real_q[0]
+    m = q["n_reference"]
+    p_held = q["confident_share_heldout"]
+    assert p_held >= 0.9  # 0.95 for this small classifier, 1.00 for the 60 000-image one
+    assert abs(q["confident_share"] - p_held) < 5 * _binomial_se(p_held, n, m)
+    for key in ("precision", "recall"):
+        assert abs(q[key] - q[key + "_real"]) < 5 * _binomial_se(q[key + "_real"], n, n)
+        assert q[key] > 0.7
+    assert q["copy_share"] == 0.0
+    assert q["digit_balance"].shape == (2,) and q["digit_balance"].sum() == pytest.approx(1.0)
+
+    perm = np.random.default_rng(7).permutation(len(x_test))
+    real, held = x_test[perm[:n]], x_test[perm[n:]]
+    mu, cov = x_train.mean(0, dtype=np.float64), np.cov(x_train, rowvar=False)
+    gauss = np.random.default_rng(8).multivariate_normal(mu, cov, size=n, method="eigh")
+    blurred = gaussian_filter(real.reshape(-1, 28, 28), sigma=(0, 1.5, 1.5)).reshape(-1, 784)
+    qg, qb = quality(gauss, held, 0), quality(blurred, held, 0)
+    print(f"Frechet ratio: real {q['frechet_ratio']:.2f}, Gaussian fit {qg['frechet_ratio']:.1f}, "
+          f"blurred {qb['frechet_ratio']:.1f}")
+    for bad in (qg, qb):
+        assert bad["frechet_ratio"] > mean + 10 * sd
+    # the Gaussian fit is neither confidently a 0 or a 1 nor inside the real feature manifold
+    assert qg["confident_share"] < p_held - 5 * _binomial_se(p_held, n, m)
+    assert qg["precision"] < q["precision_real"] - 5 * _binomial_se(q["precision_real"], n, n)
+    # blurred digits are still recognisable (the class metric passes them) but cover none of the
+    # real digits' neighbourhoods: recall collapses
+    assert qb["recall"] < q["recall_real"] - 5 * _binomial_se(q["recall_real"], n, n)
+
+
+@needs_mnist_train
+def test_mnist_quality_subsamples_and_without_heldout(quality_setup):
+    clf, _, x_train, x_test = quality_setup
+    small_held = x_test[:300]
+    q = mnist_quality(x_test[300:700], clf, x_train[:500], [0, 1], heldout_x=small_held, seed=3)
+    assert q["n"] == 400 and q["n_compared"] == 150 and q["n_reference"] == 150
+    assert np.isfinite(q["frechet_ratio"])
+    again = mnist_quality(x_test[300:700], clf, x_train[:500], [0, 1], heldout_x=small_held, seed=3)
+    assert again["frechet_ratio"] == q["frechet_ratio"] and again["recall"] == q["recall"]  # seeded
+    q0 = mnist_quality(x_test[:100], clf, x_train[:500], [0, 1])
+    assert math.isnan(q0["frechet_ratio"]) and math.isnan(q0["confident_share_heldout"])
+    assert 0.9 <= q0["confident_share"] <= 1.0
+    with pytest.raises(ValueError, match="confidence"):
+        mnist_quality(x_test[:10], clf, x_train[:500], [0, 1], confidence=0.0)
+
+
 # ------------------------------------------------------------------------------------ Curie-Weiss
 
 
