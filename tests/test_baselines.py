@@ -1,35 +1,9 @@
-"""The thesis' perceptron baseline: MNIST 0 vs 1 (the t10k images we have), and toy checks."""
-
-import os
-from pathlib import Path
+"""The thesis' perceptron baseline on toy data (MNIST 0 vs 1: tests/studies/test_perceptron.py)."""
 
 import numpy as np
 import pytest
 
 from physdiff.baselines import train_perceptron, train_test_split
-from physdiff.datasets import load_mnist
-
-
-def _mnist_01():
-    for d in (os.environ.get("PHYSDIFF_DATA"), "/work/shared/data/mnist", None):
-        if d is not None and not Path(d).exists():
-            continue
-        try:
-            return load_mnist(d, split="test", digits=[0, 1])
-        except FileNotFoundError:
-            continue
-    pytest.skip("MNIST t10k files not found (set PHYSDIFF_DATA or run load_mnist(download=True))")
-
-
-@pytest.mark.parametrize("rule,epochs,lr", [("perceptron", 10, 1.0), ("logistic", 100, 0.5)])
-def test_mnist_zero_vs_one_at_most_one_percent_test_error(rule, epochs, lr):
-    x, labels = _mnist_01()
-    assert x.shape == (2115, 784)                    # 980 zeros + 1135 ones in t10k
-    xtr, ytr, xte, yte = train_test_split(x, labels, 1600, seed=0)
-    model = train_perceptron(xtr, ytr, rule=rule, epochs=epochs, lr=lr, seed=0)
-    assert model.errors(xte, yte) <= 0.01 * len(yte)
-    assert model.errors(xtr, ytr) <= 0.01 * len(ytr)
-    assert set(np.unique(model.predict(xte))) <= {0, 1}
 
 
 def test_separable_toy_data_is_learned_exactly_and_reproducibly():

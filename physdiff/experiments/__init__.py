@@ -9,7 +9,6 @@ from .train import sample_job, train_job
 __all__ = ["train_job", "sample_job", "curie_weiss_study", "phase_transition_study", "reconstruction_study",
            "inpainting_study", "linear_baseline_study"]
 __all__ += ["mnist_cloning_study"]
-__all__ += ["variants_study"]
 __all__ += ["state_weight_scan", "speciation_scan"]
 
 
@@ -31,10 +30,6 @@ def __getattr__(name):
         from . import mnist_studies
 
         return getattr(mnist_studies, name)
-    if name == "variants_study":
-        from .variants import variants_study
-
-        return variants_study
     if name == "state_weight_scan":
         from .state_weights import state_weight_scan
 
