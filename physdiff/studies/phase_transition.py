@@ -87,7 +87,7 @@ class Params:
         for name in ("n_train", "epochs", "hidden", "n_eval", "n_potential", "n_pairs", "n_pairs_exact",
                      "n_generate", "n_trajectories"):
             check_positive_int(name, getattr(self, name), minimum=2 if name.startswith("n_") else 1)
-        check_positive_int("T", self.T, minimum=10)
+        check_positive_int("T", self.T, minimum=21)  # the rescaled linear schedule needs T > 20
         check_positive_int("seed", self.seed, minimum=0)
         for name in ("checkpoint", "linear_checkpoint"):
             path = getattr(self, name)
