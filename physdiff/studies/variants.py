@@ -101,7 +101,7 @@ EPOCH_TRACK_MAX_T = 200
 SIGMAS = ("beta", "posterior")
 
 #: Overrides for a run of a few seconds on one core (tests).
-TINY = dict(variants="simple,weighted,sgd", n_train=200, epochs=2, hidden=8, n_samples=100, n_eval=60)
+TINY = dict(variants="simple,weighted,sgd", n_train=200, epochs=2, hidden=8, n_samples=50, n_eval=40)
 
 
 @register("variants", title="Loss weighting, schedule and T of the per-timestep DDPM, with an SGD control")
