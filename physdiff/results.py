@@ -1,11 +1,16 @@
-"""xarray Dataset builders and netCDF I/O, following the schemas of DESIGN.md.
+"""xarray Datasets that describe themselves, and their netCDF I/O.
 
-Every Dataset physdiff writes carries provenance ``attrs``: the physdiff version, the command line
-and the seed (plus whatever the builder is given). Files are written with the ``h5netcdf`` engine,
-atomically (a temporary file renamed over the target), and open with ``xarray.open_dataset``.
+A physdiff result is an :class:`xarray.Dataset` whose data variables carry ``units`` and
+``long_name`` and whose global attributes, added by :func:`describe`, say what produced it:
+``Conventions``, ``title``, ``source`` (the physdiff version), ``history`` (the command line or
+the Python call), ``params`` (JSON of the full parameters) and ``seed``; the parameters a sweep
+varies are scalar coordinates, so :func:`xarray.combine_by_coords` merges runs
+(``docs/design.md``, "Conventions"). Files are written with the ``h5netcdf`` engine, zlib
+compressed and atomically (a temporary file renamed over the target), and open with
+``xarray.open_dataset``.
 
-Schemas
--------
+Builders of the older schemas (kept for the train and sample jobs):
+
 samples    ``x(sample, feature)``; images also ``image(sample, row, col)``; attrs dataset, digits.
 loss       ``loss(epoch, t)``.
 potential  ``V(t, mu)`` with coords ``alpha_bar(t)``, ``physical_time(t)``; attrs N, beta, h, kind.
@@ -172,12 +177,13 @@ def samples_dataset(x, *, image_shape: tuple[int, int] | None = None, attrs: Map
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"x must have shape (n, d), got {x.shape}")
-    data = {"x": (("sample", "feature"), x)}
+    data = {"x": (("sample", "feature"), x, {"units": "1", "long_name": "sample"})}
     if image_shape is not None:
         r, c = image_shape
         if r * c != x.shape[1]:
             raise ValueError(f"image_shape {image_shape} does not match d={x.shape[1]}")
-        data["image"] = (("sample", "row", "col"), x.reshape(-1, r, c))
+        data["image"] = (("sample", "row", "col"), x.reshape(-1, r, c),
+                         {"units": "1", "long_name": "sample as an image (pixel values in [-1, 1])"})
     return xr.Dataset(data, coords={"sample": np.arange(x.shape[0])}, attrs=dict(attrs or {}))
 
 
@@ -190,7 +196,7 @@ def loss_dataset(loss, *, attrs: Mapping | None = None) -> xr.Dataset:
     if loss.ndim != 2:
         raise ValueError(f"loss must have shape (epochs, T), got {loss.shape}")
     return xr.Dataset(
-        {"loss": (("epoch", "t"), loss, {"long_name": "per-timestep training loss"})},
+        {"loss": (("epoch", "t"), loss, {"units": "1", "long_name": "per-timestep training loss"})},
         coords={"epoch": np.arange(1, loss.shape[0] + 1), "t": np.arange(1, loss.shape[1] + 1)},
         attrs=dict(attrs or {}),
     )
