@@ -1,4 +1,5 @@
-"""Baselines of the thesis: a single-layer perceptron classifying MNIST 0 vs 1.
+"""Baselines of the thesis: a single-layer perceptron classifying MNIST 0 vs 1, and the linear
+reverse model (a DDPM whose nets are affine, [Thesis] Annex II) with the Gaussian fit it reaches.
 
 [Thesis] trains a perceptron on the MNIST zeros and ones (12 665 training / 2 115 test images) and
 reports 1 test error: the two digits are almost linearly separable, the point of comparison for
@@ -28,7 +29,8 @@ from scipy.special import expit
 
 from ._util import SeedLike, as_generator, as_samples, check_positive_int, check_real
 
-__all__ = ["Perceptron", "train_perceptron", "train_test_split"]
+__all__ = ["Perceptron", "train_perceptron", "train_test_split", "train_linear_baseline", "gaussian_init_model",
+           "gaussian_fit_samples", "eps_loss"]
 
 RULES = ("perceptron", "logistic")
 
@@ -176,3 +178,144 @@ def train_perceptron(x, labels, *, rule: str = "perceptron", epochs: int = 20, l
         b -= lr * g.mean()
         errs[e] = np.count_nonzero(np.where(x @ w + b >= 0, 1.0, -1.0) != y)
     return Perceptron(w, float(b), classes.astype(np.int64), rule, errs)
+
+
+# ----------------------------------------------------------------------------------------------
+# the linear reverse model ([Thesis] Annex II): a DDPM whose nets are affine
+# ----------------------------------------------------------------------------------------------
+
+def train_linear_baseline(model, x_train, *, epochs: int = 3, seed: int = 0, device: str | None = None,
+                          progress: bool = False, log=None):
+    """Train the linear twin of a DDPM: its config with ``activation="linear"`` ([Thesis] Annex II).
+
+    Same schedule, ``T``, hidden width, loss, learning rates and batch as ``model``; ``epochs``
+    epochs; ``init="gaussian"`` whenever ``hidden >= d`` (each net then starts at the exact noise
+    predictor of the data's Gaussian fit, the optimum of any affine net,
+    :func:`physdiff.theory.autoencoder.gaussian_optimal_loss`), else ``model``'s init.
+
+    Parameters
+    ----------
+    model : physdiff.ddpm.DDPM
+        The (ReLU) model to copy the configuration from.
+    x_train : array_like, shape (n, d)
+        The training data (normally ``model``'s own).
+    epochs : int >= 1
+    seed : int >= 0
+    device : str, optional
+        Default: ``model``'s device.
+    progress : bool
+        tqdm bar while training.
+    log : callable or None
+        Status lines (None: silent).
+
+    Returns
+    -------
+    physdiff.ddpm.DDPM
+        Nets ``eps_t(x) = (x W1 + b1) W2 + b2``: affine in ``x``.
+
+    Raises
+    ------
+    ValueError
+        ``epochs < 1``, ``seed < 0``, or data that do not fit ``model`` (from :func:`physdiff.ddpm.train`).
+    """
+    from . import ddpm
+
+    epochs = check_positive_int("epochs", epochs)
+    seed = check_positive_int("seed", seed, minimum=0)
+    init = "gaussian" if model.config.hidden >= model.d else model.config.init
+    cfg = model.config.replace(activation="linear", epochs=epochs, seed=seed, init=init,
+                               device=str(model.device) if device is None else device)
+    meta = {k: v for k, v in (model.data or {}).items() if k not in ("n", "d", "sha256")}
+    return ddpm.train(x_train, cfg, progress=progress, log=log, metadata=meta)
+
+
+def gaussian_init_model(x_train, like, activation: str = "linear"):
+    """An untrained DDPM shaped like ``like`` whose nets are the exact noise predictor of the
+    Gaussian fit ``N(mean, cov)`` of ``x_train`` (what ``init="gaussian"`` starts from).
+
+    Parameters
+    ----------
+    x_train : array_like, shape (n, d), n >= 2
+    like : physdiff.ddpm.DDPM
+        Gives ``T``, the schedule, the device and the config; the hidden width is at least ``d``.
+    activation : {"linear", "relu"}
+
+    Returns
+    -------
+    physdiff.ddpm.DDPM
+        For ``"linear"`` its per-step loss is :func:`physdiff.theory.autoencoder.gaussian_optimal_loss`.
+    """
+    from .ddpm import DDPM, StackedAutoencoders
+
+    x64 = as_samples("x_train", x_train, dtype=np.float64, d=like.d)
+    hidden = max(like.config.hidden, like.d)
+    net = StackedAutoencoders(like.T, like.d, hidden, activation, seed=like.config.seed or 0, device=like.device)
+    net.init_gaussian(x64.mean(axis=0), np.cov(x64, rowvar=False), like.schedule.alpha_bar[1:],
+                      bound=float(np.abs(x64).max()))
+    cfg = like.config.replace(activation=activation, init="gaussian", hidden=hidden)
+    return DDPM(net, like.schedule, cfg, data=like.data)
+
+
+def gaussian_fit_samples(x, n: int, seed: SeedLike = None) -> np.ndarray:
+    """``n`` exact samples of the Gaussian fit ``N(mean, cov)`` of the rows of ``x``.
+
+    With ``X`` the centred data (P, d), ``mean + z X / sqrt(P - 1)``, ``z ~ N(0, I_P)``, has
+    covariance ``X^T X / (P - 1) = cov`` exactly (:func:`numpy.cov`), with no factorisation of
+    the (singular: MNIST's border pixels are constant) covariance.
+
+    Parameters
+    ----------
+    x : array_like, shape (P, d), P >= 2
+    n : int >= 1
+    seed : int, Generator or None
+
+    Returns
+    -------
+    ndarray, float32, shape (n, d)
+    """
+    x = as_samples("x", x, dtype=np.float64)
+    if x.shape[0] < 2:
+        raise ValueError(f"x needs at least 2 rows for a covariance, got {x.shape[0]}")
+    n = check_positive_int("n", n)
+    mean = x.mean(axis=0)
+    z = as_generator(seed).standard_normal((n, x.shape[0]))
+    return (mean + z @ (x - mean) / np.sqrt(x.shape[0] - 1)).astype(np.float32)
+
+
+def eps_loss(model, x0, seed: SeedLike = None, batch: int = 1024) -> np.ndarray:
+    """Monte Carlo estimate of a DDPM's per-step loss ``mean (eps_theta(x_t, t) - eps)^2`` on ``x0``.
+
+    One fresh ``eps ~ N(0, I)`` per image and step, ``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 -
+    alpha_bar_t) eps`` [Ho20, eq. 4, Algorithm 1]; the mean is over images and dimensions (the
+    loss :func:`physdiff.ddpm.train` minimises). Equal seeds give equal noise, so two models
+    evaluated with one seed are compared on the same draws.
+
+    Parameters
+    ----------
+    model : physdiff.ddpm.DDPM
+    x0 : array_like, shape (n, d)
+    seed : int, Generator or None
+    batch : int >= 1
+        Rows per forward pass.
+
+    Returns
+    -------
+    ndarray, float64, shape (T,)
+        The loss of steps ``1..T`` (dimensionless).
+    """
+    import torch
+
+    x0 = np.ascontiguousarray(as_samples("x0", x0, dtype=np.float32, d=model.d))
+    batch = check_positive_int("batch", batch)
+    rng = as_generator(seed)
+    out = np.empty(model.T)
+    for t in range(1, model.T + 1):
+        ab = float(model.schedule.alpha_bar[t])
+        eps = rng.standard_normal(x0.shape, dtype=np.float32)
+        total = 0.0
+        for i in range(0, x0.shape[0], batch):
+            e = torch.from_numpy(eps[i:i + batch]).to(model.device)
+            x_t = np.sqrt(ab) * torch.from_numpy(x0[i:i + batch]).to(model.device) + np.sqrt(1.0 - ab) * e
+            total += float((torch.as_tensor(model.eps(x_t, t)) - e).double().square().sum())
+        out[t - 1] = total / x0.size
+    return out

@@ -25,7 +25,7 @@ import numpy as np
 
 from ._util import check_positive_int, check_real
 
-__all__ = ["Schedule", "make_schedule", "SCHEDULES"]
+__all__ = ["Schedule", "make_schedule", "SCHEDULES", "map_steps"]
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -231,3 +231,50 @@ def make_schedule(name: str, T: int, **params) -> Schedule:
             raise ValueError(f"beta_start and beta_end must lie in (0, 1), got {lo} and {hi}")
     betas = fn(T, **params)
     return Schedule.from_betas(np.concatenate([[0.0], betas]), name=name, params=params)
+
+
+def map_steps(schedule: Schedule, steps, reference: Schedule | None = None) -> dict:
+    """The steps of ``schedule`` at the physical times of ``steps`` of another schedule.
+
+    Step ``k`` of ``reference`` sits at physical time ``tau = -(1/2) log alpha_bar_ref[k]``
+    [BBBM24]; the matched step of ``schedule`` is the one whose physical time is nearest to
+    ``tau`` (of the bracket given by :meth:`Schedule.step_at_time` and the step before it). A
+    model trained with another schedule (fewer steps, rescaled betas) is thereby run at the same
+    noise level as a step quoted in the reference's units; counting steps instead would be wrong
+    wherever ``log(1 - beta) != -beta``. See ``docs/theory.md``, "MNIST studies".
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The schedule to map onto (a model's).
+    steps : int or sequence of int
+        Steps of ``reference`` in ``0..reference.T`` (0 is the data).
+    reference : Schedule, optional
+        The schedule the steps are counted in; default the linear 1e-4..0.02 schedule with
+        ``T = 1000`` of [Ho20] and of the thesis.
+
+    Returns
+    -------
+    dict of ndarray, each (k,)
+        ``step`` (int64, as given), ``alpha_bar`` and ``time`` (float64, of the reference step),
+        ``model_step`` (int64), ``model_alpha_bar`` and ``model_time`` (float64).
+
+    Raises
+    ------
+    ValueError
+        ``steps`` empty, not integers, or outside ``0..reference.T``.
+    """
+    ref = make_schedule("linear", 1000, beta_start=1e-4, beta_end=0.02) if reference is None else reference
+    k = np.atleast_1d(np.asarray(steps))
+    if k.size == 0 or k.ndim != 1 or k.dtype.kind not in "iu":
+        raise ValueError(f"steps must be a non-empty list of integers, got {steps!r}")
+    k = k.astype(np.int64)
+    if k.min() < 0 or k.max() > ref.T:
+        raise ValueError(f"steps must lie in 0..{ref.T}, got range [{k.min()}, {k.max()}]")
+    tau = ref.physical_time[k]
+    pt = schedule.physical_time
+    hi = np.array([schedule.step_at_time(x) for x in tau], dtype=np.int64)
+    lo = np.maximum(hi - 1, 0)
+    model = np.where(np.abs(pt[lo] - tau) <= np.abs(pt[hi] - tau), lo, hi)
+    return {"step": k, "alpha_bar": ref.alpha_bar[k], "time": tau, "model_step": model,
+            "model_alpha_bar": schedule.alpha_bar[model], "model_time": pt[model]}

@@ -58,6 +58,7 @@ from .._util import as_samples, check_finite, check_positive_int, check_real
 
 __all__ = [
     "ACTIVATIONS",
+    "gaussian_optimal_loss",
     "reconstruction",
     "jacobian",
     "jacobian_asymmetry",
@@ -676,3 +677,46 @@ def linear_potential_mu(mu, alpha_bar, Lambda) -> np.ndarray:
         raise ValueError("alpha_bar = 1 with Lambda = 0 gives a zero-variance direction; "
                          "use alpha_bar < 1 or Lambda > 0")
     return mu * mu / (2.0 * var)
+
+
+def gaussian_optimal_loss(cov, alpha_bar) -> np.ndarray:
+    """Per-dimension loss ``E|eps - eps*(x_t)|^2 / d`` of the best affine noise predictor.
+
+    For data of covariance ``C`` (eigenvalues ``lambda_i``) and ``x_t = s x0 + sqrt(Delta) eps``,
+    the best affine predictor of ``eps`` from ``x_t`` is ``eps* = sqrt(Delta) Sigma_t^{-1} (x_t - s
+    mean)`` with ``Sigma_t = s^2 C + Delta I`` (:func:`linear_denoiser_optimum`, the exact eps of
+    the data's Gaussian fit); its mean squared error is ``d - Delta tr(Sigma_t^{-1})``, per dimension
+
+        ``L*(t) = (1/d) sum_i s^2 lambda_i / (s^2 lambda_i + Delta)``.
+
+    No linear net can go below it on data with that covariance; a nonlinear one can, by learning
+    the non-Gaussian part ([Thesis] Annex II; ``docs/theory.md``, "MNIST studies").
+
+    Parameters
+    ----------
+    cov : array_like, shape (d, d)
+        Symmetric positive semi-definite data covariance (negative rounding eigenvalues are
+        clipped to 0).
+    alpha_bar : float or array_like, shape (k,)
+        In (0, 1].
+
+    Returns
+    -------
+    ndarray, float64, shape ``alpha_bar.shape``
+        Dimensionless (a share of the noise variance, between 0 and 1).
+
+    Raises
+    ------
+    ValueError
+        ``cov`` not square, or ``alpha_bar`` outside (0, 1].
+    """
+    C = _as_matrix("cov", cov, "(d, d)")
+    if C.shape[0] != C.shape[1]:
+        raise ValueError(f"cov must be a square matrix, got shape {C.shape}")
+    ab = np.asarray(alpha_bar, dtype=np.float64)
+    check_finite("alpha_bar", ab)
+    if np.any(ab <= 0.0) or np.any(ab > 1.0):
+        raise ValueError("alpha_bar must lie in (0, 1]")
+    lam = np.clip(linalg.eigvalsh(0.5 * (C + C.T)), 0.0, None)
+    s2 = ab[..., None]
+    return np.mean(s2 * lam / (s2 * lam + (1.0 - s2)), axis=-1)
