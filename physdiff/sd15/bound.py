@@ -21,7 +21,7 @@ import numpy as np
 from scipy.special import log_expit, xlogy
 
 from .._util import SeedLike, as_generator, as_samples, check_positive_int, check_real
-from ..binomial import _as_bits, _check_betas, binomial_betas
+from ..binomial import _as_bits, _check_betas, _reverse_rate, binomial_betas
 from ..schedules import Schedule
 
 __all__ = ["BoundK", "LOG2", "gaussian_betas", "bound_K_gaussian", "bound_K_binomial"]
@@ -324,11 +324,8 @@ def bound_K_binomial(rate_fn: Callable, x0, betas, n_mc: int = 1, seed: SeedLike
     for t in range(1, T + 1):
         p_t = xf * gamma[t] + 0.5 * (1.0 - gamma[t])
         x_t = (rng.random((N, d)) < p_t).astype(np.int8)
-        # forward posterior q(x_{t-1}=1 | x_t, x0)
-        a = xf * gamma[t - 1] + 0.5 * (1.0 - gamma[t - 1])
-        k1 = np.where(x_t == 1, 1.0 - 0.5 * b[t], 0.5 * b[t])
-        k0 = np.where(x_t == 1, 0.5 * b[t], 1.0 - 0.5 * b[t])
-        q = k1 * a / (k1 * a + k0 * (1.0 - a))
+        # forward posterior q(x_{t-1}=1 | x_t, x0): Bayes with a = q(x_{t-1}=1 | x0)
+        q = _reverse_rate(xf * gamma[t - 1] + 0.5 * (1.0 - gamma[t - 1]), x_t, b[t])
         out = _to_numpy(rate_fn(x_t, t))
         if out.shape != (N, d):
             raise ValueError(f"rate_fn returned shape {out.shape} at t={t}; expected {(N, d)}")

@@ -22,8 +22,10 @@ Variants (:data:`VARIANTS`; each is the base config with a few fields changed):
                      ``simple`` only by float32 rounding (the floor that any perturbation reaches);
 ``sgd``, ``sgd-weighted``  the control: the base and weighted runs with plain SGD instead of Adam.
 
-Why the weighting barely matters here (``docs/theory.md``, loss weighting)
---------------------------------------------------------------------------
+Why the weighting barely matters here
+------------------------------------
+(``docs/theory.md``, "Sohl-Dickstein et al. 2015: the bound K": one Adam per timestep cancels the
+weights.)
 The trainer (:func:`physdiff.ddpm.train`) gives EVERY net every minibatch: net ``t`` draws its own
 permutation of the data and its own noise from a generator seeded by ``(seed, t, epoch)``, whatever
 the loss, and the loss is the SUM over timesteps of ``w_t`` times each net's mean loss; so net ``t``'s
