@@ -139,6 +139,7 @@ def plot(datasets: dict[str, xr.Dataset]) -> dict:
         ok = np.isfinite(e)
         ax[-1].plot(ds["epoch"].values[ok], e[ok], label=rule)
     ax[-1].set_xscale("log")
+    ax[-1].set_yscale("symlog", linthresh=1.0)
     ax[-1].set_xlabel("epoch / gradient step")
     ax[-1].set_ylabel(f"training errors (of {int(ds['n_train'])})")
     ax[-1].legend(fontsize=8)
