@@ -6,22 +6,12 @@ pipelines (data -> model -> samples -> metrics -> Datasets -> figures) live here
 
 from .train import sample_job, train_job
 
-__all__ = ["train_job", "sample_job", "curie_weiss_study", "phase_transition_study", "reconstruction_study",
-           "inpainting_study", "linear_baseline_study"]
+__all__ = ["train_job", "sample_job", "reconstruction_study", "inpainting_study", "linear_baseline_study"]
 __all__ += ["mnist_cloning_study"]
-__all__ += ["state_weight_scan", "speciation_scan"]
 
 
 def __getattr__(name):
     # the studies import theory, spins and forward: load them only when asked for
-    if name == "curie_weiss_study":
-        from .curie_weiss import curie_weiss_study
-
-        return curie_weiss_study
-    if name == "phase_transition_study":
-        from .phase_transition import phase_transition_study
-
-        return phase_transition_study
     if name == "mnist_cloning_study":
         from .mnist_cloning import mnist_cloning_study
 
@@ -30,12 +20,4 @@ def __getattr__(name):
         from . import mnist_studies
 
         return getattr(mnist_studies, name)
-    if name == "state_weight_scan":
-        from .state_weights import state_weight_scan
-
-        return state_weight_scan
-    if name == "speciation_scan":
-        from .phase_transition import speciation_scan
-
-        return speciation_scan
     raise AttributeError(name)
