@@ -208,7 +208,7 @@ def _dataset(p, setup, fills, predicted, rmse, pick, known, ex) -> xr.Dataset:
     r0, c0 = np.argwhere(~known.reshape(IMAGE_SHAPE))[0]
     coords = {"fill": names, "image": np.arange(len(pick)), "label": ("image", y0), "heldout_index": ("image", pick),
               "sample": np.arange(p.n_inpaint), "digit": np.asarray(digits, dtype=np.int64),
-              "example": np.arange(ex.size), "example_label": ("example", y0[ex])}
+              "example": np.arange(ex.size), "example_label": ("example", y0[ex]), "example_image": ("example", ex)}
     ds = xr.Dataset(data, coords=coords)
     ds.attrs.update(patch=int(p.patch), position=[int(r0), int(c0)])
     return ds

@@ -230,9 +230,11 @@ def _dataset(p, setup, steps, pick, scan, l2_same) -> xr.Dataset:
               "alpha_bar": ("step", steps["alpha_bar"], {"long_name": "alpha_bar of the start step", **unit}),
               "model_step": ("step", steps["model_step"], {"long_name": "the model's step of that time", **unit}),
               "model_time": ("step", steps["model_time"], {"long_name": "physical time of model_step", **unit}),
+              "model_alpha_bar": ("step", steps["model_alpha_bar"], {"long_name": "alpha_bar of model_step", **unit}),
               "image": np.arange(n), "label": ("image", y0), "heldout_index": ("image", pick),
               "recon": np.arange(p.n_recon), "digit": np.asarray(digits, dtype=np.int64),
-              "example": np.arange(ex.size), "example_label": ("example", y0[ex]), "shown": np.arange(p.n_show)}
+              "example": np.arange(ex.size), "example_label": ("example", y0[ex]), "example_image": ("example", ex),
+              "shown": np.arange(p.n_show)}
     return xr.Dataset(data, coords=coords)
 
 
