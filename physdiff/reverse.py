@@ -9,6 +9,8 @@ chain's noise comes from the matching library, seeded from ``seed``.
 References
 ----------
 [Ho20] Ho, Jain, Abbeel (2020), arXiv:2006.11239, Algorithm 2.
+[SME21] Song, Meng, Ermon (2021), Denoising Diffusion Implicit Models, arXiv:2010.02502 (ICLR),
+    eq. 12 (the generalised step), eq. 16 (sigma(eta)), sec. 4.2 (sampling on a subsequence).
 [BBBM24] Biroli, Bonnaire, de Bortoli, Mezard (2024), arXiv:2402.18491, Sec. "Speciation".
 """
 
@@ -24,7 +26,8 @@ from ._util import SeedLike, as_generator, check_positive_int, check_real
 from .schedules import Schedule
 from .theory.gaussian import PHI_SPECIATION
 
-__all__ = ["reverse_chain", "eps_from_score", "reverse_step", "NoiseSource", "cloning", "CloningResult",
+__all__ = ["reverse_chain", "eps_from_score", "reverse_step", "ddim_step", "sampling_steps", "SAMPLERS",
+           "NoiseSource", "cloning", "CloningResult",
            "crossing_time", "cloning_branch_steps"]
 
 EpsFn = Callable[[object, int], object]
@@ -75,30 +78,158 @@ def eps_from_score(score_fn: Callable, schedule: Schedule) -> EpsFn:
     return eps_fn
 
 
-def reverse_step(x_t, eps, t: int, schedule: Schedule, noise=None, sigma: str = "beta"):
-    """One ancestral step ``x_t -> x_{t-1}`` [Ho20, Algorithm 2, line 4].
+SAMPLERS = ("ancestral", "ddim")
+
+
+def reverse_step(x_t, eps, t: int, schedule: Schedule, noise=None, sigma: str = "beta", t_prev: int | None = None):
+    """One ancestral step ``x_t -> x_{t_prev}`` (default ``t_prev = t - 1``) [Ho20, Algorithm 2, line 4].
 
     ``x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) * eps) / sqrt(alpha_t) + sigma_t z``, with
-    ``sigma_t^2 = beta_t`` (``sigma="beta"``) or ``beta_tilde_t`` (``sigma="posterior"``) and no noise
-    at ``t = 1``. ``noise`` is the standard-normal ``z`` (ignored at ``t = 1``). ``x_t``, ``eps`` and
-    ``noise`` are arrays of one kind (numpy or torch); the result keeps their dtype.
-    Raises ``ValueError`` unless ``1 <= t <= T``.
+    ``sigma_t^2 = beta_t`` (``sigma="beta"``) or ``beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 -
+    alpha_bar_t) beta_t`` (``sigma="posterior"``) and no noise into step 0. A jump over several
+    trained steps (``t_prev < t - 1``, strided sampling) is the same step of the Markov chain that
+    has the subsequence's effective ``alpha_t = alpha_bar_t / alpha_bar_{t_prev}`` and
+    ``beta_t = 1 - alpha_t``; ``eps`` is the prediction at step ``t`` (its own ``alpha_bar_t``).
+    ``noise`` is the standard-normal ``z`` (ignored into step 0). ``x_t``, ``eps`` and ``noise`` are
+    arrays of one kind (numpy or torch); the result keeps their dtype.
+
+    Raises ``ValueError`` unless ``1 <= t <= T`` and ``0 <= t_prev < t``.
     """
+    t, t_prev = _check_jump(t, t_prev, schedule)
+    # Python floats throughout: numpy float64 scalars would promote float32 arrays (NEP 50)
+    ab, ab_prev = float(schedule.alpha_bar[t]), float(schedule.alpha_bar[t_prev])
+    sigma2 = schedule.sigma2(sigma)  # validates sigma
+    if t_prev == t - 1:  # the trained step itself: exactly [Ho20]'s coefficients
+        beta, alpha, var = float(schedule.betas[t]), float(schedule.alphas[t]), float(sigma2[t])
+    else:
+        alpha = ab / ab_prev
+        beta = 1.0 - alpha
+        var = beta if sigma == "beta" else (1.0 - ab_prev) / (1.0 - ab) * beta
+    mean = (x_t - beta / math.sqrt(1.0 - ab) * eps) / math.sqrt(alpha)
+    if t_prev > 0 and noise is not None:
+        return mean + math.sqrt(var) * noise
+    return mean
+
+
+def ddim_step(x_t, eps, t: int, t_prev: int, schedule: Schedule, eta: float = 0.0, noise=None):
+    """One DDIM step ``x_t -> x_{t_prev}`` [SME21, eq. 12 with sigma of eq. 16].
+
+    ``x_{t'} = sqrt(alpha_bar_{t'}) x0_hat + sqrt(1 - alpha_bar_{t'} - sigma^2) eps + sigma z`` with
+    ``x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)`` and
+    ``sigma = eta sqrt((1 - alpha_bar_{t'}) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_{t'})``.
+    ``eta = 0`` is the deterministic DDIM; ``eta = 1`` is the ancestral step with the posterior
+    variance ``beta_tilde`` (:func:`reverse_step`, ``sigma="posterior"``). ``noise`` (the ``z``) is
+    needed only when ``sigma > 0``. Arrays of one kind (numpy or torch); the result keeps their dtype.
+
+    Raises ``ValueError`` for steps out of range or ``eta`` outside ``[0, 1]``.
+    """
+    t, t_prev = _check_jump(t, t_prev, schedule)
+    eta = check_real("eta", eta, lo=0.0, hi=1.0)
+    ab, ab_prev = float(schedule.alpha_bar[t]), float(schedule.alpha_bar[t_prev])
+    var = eta**2 * (1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev)
+    x0 = (x_t - math.sqrt(1.0 - ab) * eps) / math.sqrt(ab)
+    out = math.sqrt(ab_prev) * x0 + math.sqrt(max(1.0 - ab_prev - var, 0.0)) * eps
+    if var > 0.0:
+        if noise is None:
+            raise ValueError(f"ddim_step with eta={eta} > 0 needs noise")
+        out = out + math.sqrt(var) * noise
+    return out
+
+
+def _check_jump(t, t_prev, schedule: Schedule) -> tuple[int, int]:
     if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 1 <= t <= schedule.T:
         raise ValueError(f"t must be an integer step in [1, T={schedule.T}], got {t!r}")
-    # Python floats throughout: numpy float64 scalars would promote float32 arrays (NEP 50)
-    beta = float(schedule.betas[t])
-    coef = beta / math.sqrt(1.0 - float(schedule.alpha_bar[t]))
-    mean = (x_t - coef * eps) / math.sqrt(float(schedule.alphas[t]))
-    if t > 1 and noise is not None:
-        return mean + math.sqrt(float(schedule.sigma2(sigma)[t])) * noise
-    return mean
+    t = int(t)
+    if t_prev is None:
+        return t, t - 1
+    if isinstance(t_prev, bool) or not isinstance(t_prev, (int, np.integer)) or not 0 <= t_prev < t:
+        raise ValueError(f"t_prev must be an integer step in [0, t={t}), got {t_prev!r}")
+    return t, int(t_prev)
+
+
+def sampling_steps(schedule: Schedule, steps=None, t_start: int | None = None, t_stop: int = 0) -> np.ndarray:
+    """The decreasing sequence of trained steps a reverse chain visits, from ``t_start`` to ``t_stop``.
+
+    Parameters
+    ----------
+    schedule : Schedule
+    steps : None, int or sequence of int
+        ``None``: every step (``t_start, t_start - 1, ..., t_stop``). An int ``K`` in
+        ``[1, t_start - t_stop]``: ``K`` jumps between ``K + 1`` steps evenly spaced from ``t_stop``
+        to ``t_start`` (rounded to integers) [SME21, sec. 4.2]. A sequence: those steps (each in
+        ``[t_stop, t_start]``, any order, repeats ignored), with ``t_start`` and ``t_stop`` added.
+    t_start : int, optional
+        Default ``schedule.T``.
+    t_stop : int
+
+    Returns
+    -------
+    ndarray, int64, strictly decreasing, first ``t_start``, last ``t_stop``.
+
+    Raises
+    ------
+    ValueError
+        Bad ``t_start`` / ``t_stop``, ``steps`` not an int in range or not integer steps in range.
+    """
+    T = schedule.T
+    t_start = T if t_start is None else check_positive_int("t_start", t_start, minimum=0)
+    if t_start > T:
+        raise ValueError(f"t_start={t_start} exceeds the schedule's T={T}")
+    t_stop = check_positive_int("t_stop", t_stop, minimum=0)
+    if t_stop > t_start:
+        raise ValueError(f"t_stop={t_stop} must be <= t_start={t_start}")
+    span = t_start - t_stop
+    if steps is None:
+        return np.arange(t_start, t_stop - 1, -1, dtype=np.int64)
+    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
+        if not 1 <= steps <= max(span, 1):
+            raise ValueError(f"steps must be an int in [1, {max(span, 1)}] (the trained steps between "
+                             f"t_stop={t_stop} and t_start={t_start}), got {steps}")
+        seq = np.round(np.linspace(t_stop, t_start, int(steps) + 1)).astype(np.int64)
+    else:
+        seq = np.asarray(steps)
+        if seq.ndim != 1 or (seq.size and seq.dtype.kind not in "iu"):
+            raise ValueError(f"steps must be None, an int or a 1-D sequence of integer steps, got {steps!r}")
+        bad = seq[(seq < t_stop) | (seq > t_start)]
+        if bad.size:
+            raise ValueError(f"steps {bad.tolist()} are outside [t_stop={t_stop}, t_start={t_start}]")
+        seq = np.concatenate([seq.astype(np.int64), [t_start, t_stop]])
+    return np.unique(seq)[::-1].copy()
+
+
+def _check_clip(clip) -> tuple[float, float] | None:
+    if clip is None:
+        return None
+    if np.ndim(clip) == 0:
+        c = check_real("clip", clip, lo=0.0, lo_open=True)
+        return -c, c
+    lo, hi = (float(v) for v in clip)  # a pair
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"clip must be None, a float c > 0 (for [-c, c]) or a pair lo < hi, got {clip!r}")
+    return lo, hi
+
+
+def _clipped_eps(x_t, eps, ab: float, lo: float, hi: float):
+    """The eps of the clipped prediction: ``(x_t - sqrt(ab) clip(x0_hat)) / sqrt(1 - ab)``."""
+    x0 = (x_t - math.sqrt(1.0 - ab) * eps) / math.sqrt(ab)
+    x0 = x0.clamp(lo, hi) if _is_torch(x0) else np.clip(x0, lo, hi)
+    return (x_t - math.sqrt(ab) * x0) / math.sqrt(1.0 - ab)
 
 
 def reverse_chain(eps_fn: EpsFn, x_T, schedule: Schedule, t_start: int | None = None, t_stop: int = 0,
                   seed: SeedLike = None, sigma: str = "beta", record: Sequence[int] | None = None,
-                  progress: bool = False):
-    """Run the ancestral reverse chain from step ``t_start`` down to ``t_stop``.
+                  progress: bool = False, *, sampler: str = "ancestral", steps=None, eta: float = 0.0,
+                  clip=None):
+    """Run the reverse chain from step ``t_start`` down to ``t_stop``: ancestral or DDIM, full or strided.
+
+    With the defaults this is the ancestral chain over every trained step [Ho20, Algorithm 2]
+    (:func:`reverse_step`). ``steps`` restricts it to a subsequence of the trained steps
+    (:func:`sampling_steps`): the eps prediction at each visited step ``t`` is the one of step ``t``
+    (its own ``alpha_bar_t``), and a jump ``t -> t'`` uses the subsequence's effective
+    ``beta = 1 - alpha_bar_t / alpha_bar_{t'}``. ``sampler="ddim"`` takes DDIM steps instead
+    (:func:`ddim_step`) [SME21, eq. 12]. ``clip`` clips the predicted ``x0_hat`` at every step and
+    continues with the eps of the clipped prediction (images in ``[-1, 1]``: ``clip=1``).
+    See ``docs/theory.md``, "Sample-quality metrics and samplers".
 
     Parameters
     ----------
@@ -115,11 +246,18 @@ def reverse_chain(eps_fn: EpsFn, x_T, schedule: Schedule, t_start: int | None = 
     seed : int, Generator or None
         Seed of the chain's noise.
     sigma : {"beta", "posterior"}
-        Reverse-step variance [Ho20, Sec. 3.2].
+        Reverse-step variance of the ancestral sampler [Ho20, Sec. 3.2].
     record : sequence of int, optional
-        Steps (each in ``[t_stop, t_start]``) at which to record the state.
+        Steps at which to record the state; each must be one of the visited steps.
     progress : bool
         Show a tqdm progress bar over the steps.
+    sampler : {"ancestral", "ddim"}
+    steps : None, int or sequence of int
+        The steps visited (:func:`sampling_steps`); ``None``: all.
+    eta : float in [0, 1]
+        DDIM noise scale (0: deterministic); ignored by the ancestral sampler.
+    clip : None, float > 0 or (lo, hi)
+        Range of the predicted ``x0_hat`` (a float ``c`` means ``[-c, c]``).
 
     Returns
     -------
@@ -131,28 +269,32 @@ def reverse_chain(eps_fn: EpsFn, x_T, schedule: Schedule, t_start: int | None = 
     Raises
     ------
     ValueError
-        ``x_T`` not 2-D, steps out of range, or an unknown ``sigma``.
+        ``x_T`` not 2-D, steps out of range, a recorded step that is not visited, an unknown
+        ``sigma`` or ``sampler``, ``eta`` outside ``[0, 1]`` or a bad ``clip``.
     """
     if getattr(x_T, "ndim", None) != 2:
         raise ValueError(f"x_T must have shape (n, d), got {getattr(x_T, 'shape', type(x_T))}")
-    T = schedule.T
-    t_start = T if t_start is None else check_positive_int("t_start", t_start, minimum=0)
-    if t_start > T:
-        raise ValueError(f"t_start={t_start} exceeds the schedule's T={T}")
-    t_stop = check_positive_int("t_stop", t_stop, minimum=0)
-    if t_stop > t_start:
-        raise ValueError(f"t_stop={t_stop} must be <= t_start={t_start}")
+    seq = sampling_steps(schedule, steps, t_start, t_stop)
+    t_start, t_stop = int(seq[0]), int(seq[-1])
     schedule.sigma2(sigma)  # validates sigma
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    eta = check_real("eta", eta, lo=0.0, hi=1.0)
+    bounds = _check_clip(clip)
     rec_steps = None if record is None else [int(r) for r in record]
     if rec_steps is not None:
         bad = [r for r in rec_steps if not t_stop <= r <= t_start]
         if bad:
             raise ValueError(f"record steps {bad} are outside [t_stop={t_stop}, t_start={t_start}]")
+        skipped = sorted(set(rec_steps) - set(seq.tolist()))
+        if skipped:
+            raise ValueError(f"record steps {skipped} are not among the sampling steps")
     torch_mode = _is_torch(x_T)
     x = x_T.clone() if torch_mode else np.array(x_T, copy=True)
     if not torch_mode and x.dtype.kind != "f":
         x = x.astype(np.float32)
     noise = NoiseSource(x, seed)
+    noisy = sampler == "ancestral" or eta > 0
     recorded: dict[int, object] = {}
 
     def _keep(t):
@@ -160,16 +302,21 @@ def reverse_chain(eps_fn: EpsFn, x_T, schedule: Schedule, t_start: int | None = 
             recorded[t] = x.clone() if torch_mode else x.copy()
 
     _keep(t_start)
-    steps = range(t_start, t_stop, -1)
+    jumps = list(zip(seq[:-1].tolist(), seq[1:].tolist()))
     if progress:
         from tqdm.auto import tqdm
 
-        steps = tqdm(steps, desc="reverse chain", unit="step", leave=False)
-    for t in steps:
+        jumps = tqdm(jumps, desc="reverse chain", unit="step", leave=False)
+    for t, t_prev in jumps:
         eps = eps_fn(x, t)
-        z = noise.normal(x) if t > 1 else None
-        x = reverse_step(x, eps, t, schedule, z, sigma)
-        _keep(t - 1)
+        if bounds is not None:
+            eps = _clipped_eps(x, eps, float(schedule.alpha_bar[t]), *bounds)
+        z = noise.normal(x) if (noisy and t_prev > 0) else None
+        if sampler == "ancestral":
+            x = reverse_step(x, eps, t, schedule, z, sigma, t_prev=t_prev)
+        else:
+            x = ddim_step(x, eps, t, t_prev, schedule, eta, z)
+        _keep(t_prev)
     if rec_steps is None:
         return x
     if torch_mode:

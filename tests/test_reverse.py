@@ -11,6 +11,7 @@ import pytest
 
 from physdiff.reverse import (CloningResult, cloning, cloning_branch_steps, crossing_time, eps_from_score, reverse_chain,
                               reverse_step)
+from physdiff.reverse import ddim_step, sampling_steps
 from physdiff.schedules import make_schedule
 from physdiff.theory.gaussian import PHI_SPECIATION, phi_two_clusters, score_gaussian, score_two_gaussians
 
@@ -124,6 +125,142 @@ def test_reverse_chain_validation():
     # t_start = t_stop: nothing to do, a copy comes back
     y = reverse_chain(eps, x + 1, sched, t_start=7, t_stop=7)
     np.testing.assert_array_equal(y, x + 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# samplers: ancestral and DDIM, full and strided, x0 clipping
+# ------------------------------------------------------------------------------------------------
+
+
+def _exact_sampler_law(schedule, mu0, sig0, sampler="ancestral", sigma="beta", eta=0.0, steps=None):
+    """Mean and variance of any sampler's output for N(mu0, sig0^2) data and the exact eps.
+
+    With the exact eps of Gaussian data, ``eps = e1 x + e0`` at every step, so each jump (ancestral
+    with the effective beta of the subsequence [Ho20, Alg. 2], or DDIM [SME21, eq. 12]) is affine
+    plus Gaussian noise, and the output law follows from the start N(0, 1) by a recursion.
+    """
+    m, v = np.zeros_like(mu0), np.ones_like(mu0)
+    seq = sampling_steps(schedule, steps)
+    for s, r in zip(seq[:-1], seq[1:]):
+        ab, abr = schedule.alpha_bar[s], schedule.alpha_bar[r]
+        var_s = ab * sig0**2 + 1 - ab
+        e1, e0 = np.sqrt(1 - ab) / var_s, -np.sqrt(1 - ab) * np.sqrt(ab) * mu0 / var_s
+        if sampler == "ancestral":
+            beta = 1 - ab / abr
+            A = (1 - beta / np.sqrt(1 - ab) * e1) / np.sqrt(1 - beta)
+            B = -beta / np.sqrt(1 - ab) * e0 / np.sqrt(1 - beta)
+            var = beta if sigma == "beta" else (1 - abr) / (1 - ab) * beta
+        else:
+            var = eta**2 * (1 - abr) / (1 - ab) * (1 - ab / abr)
+            c1, c0 = (1 - np.sqrt(1 - ab) * e1) / np.sqrt(ab), -np.sqrt(1 - ab) * e0 / np.sqrt(ab)
+            k = np.sqrt(max(1 - abr - var, 0.0))
+            A, B = np.sqrt(abr) * c1 + k * e1, np.sqrt(abr) * c0 + k * e0
+        m, v = A * m + B, A * A * v + (var if r > 0 else 0.0)
+    return m, v
+
+
+SAMPLER_CASES = [("ancestral", "beta", 0.0), ("ancestral", "posterior", 0.0), ("ddim", "beta", 0.0),
+                 ("ddim", "beta", 1.0)]
+
+
+@pytest.mark.parametrize("steps", [None, 50])
+@pytest.mark.parametrize("sampler, sigma, eta", SAMPLER_CASES)
+def test_samplers_reproduce_the_exact_gaussian_law(sampler, sigma, eta, steps):
+    n = 12_000
+    m_pred, v_pred = _exact_sampler_law(SCHED, MU0, SIG0, sampler, sigma, eta, steps)
+    x_T = np.random.default_rng(0).standard_normal((n, 3))
+    x0 = reverse_chain(_gauss_eps(), x_T, SCHED, seed=1, sigma=sigma, sampler=sampler, eta=eta, steps=steps)
+    # the samples follow the chain's exact law: 5 sigma, SE(mean) = sd / sqrt(n), SE(var) = var sqrt(2 / (n - 1))
+    assert np.all(np.abs(x0.mean(0) - m_pred) < 5 * np.sqrt(v_pred / n))
+    assert np.all(np.abs(x0.var(0, ddof=1) - v_pred) < 5 * v_pred * np.sqrt(2 / (n - 1)))
+    # and that law is the data's up to the discretisation error. The mean: a deterministic chain
+    # keeps the start's error sqrt(alpha_bar_T) mu0 (4e-5 ** 0.5 = 0.0063), the noisy ones forget it.
+    np.testing.assert_allclose(m_pred, MU0, atol=np.sqrt(SCHED.alpha_bar[-1]) * np.abs(MU0).max() + 2e-4)
+    if steps is None:  # the full chains: < 2% in the variance (posterior variance: 1.6% low)
+        np.testing.assert_allclose(v_pred / SIG0**2, 1.0, atol=2e-2)
+    else:  # strided: first order in the step, so 4x the steps cut the variance error by ~4
+        err = np.abs(v_pred / SIG0**2 - 1)
+        _, v_fine = _exact_sampler_law(SCHED, MU0, SIG0, sampler, sigma, eta, 4 * steps)
+        err_fine = np.abs(v_fine / SIG0**2 - 1)
+        assert np.all(err < 0.25) and np.all(err_fine < 0.35 * err + 1e-3)
+
+
+def test_ddim_eta0_is_deterministic_and_eta1_is_ancestral_posterior():
+    eps = _gauss_eps()
+    x_T = np.random.default_rng(3).standard_normal((200, 3))
+    a = reverse_chain(eps, x_T, SCHED, seed=1, sampler="ddim", steps=40)
+    np.testing.assert_array_equal(a, reverse_chain(eps, x_T, SCHED, seed=2, sampler="ddim", steps=40))
+    assert not np.allclose(a, reverse_chain(eps, x_T + 0.1, SCHED, seed=1, sampler="ddim", steps=40))
+    # eta = 1 has the posterior variance and the same mean [SME21, sec. 4.1]: the same noise, the same chain
+    for steps in (None, 40):
+        d1 = reverse_chain(eps, x_T, SCHED, seed=5, sampler="ddim", eta=1.0, steps=steps)
+        anc = reverse_chain(eps, x_T, SCHED, seed=5, sigma="posterior", steps=steps)
+        np.testing.assert_allclose(d1, anc, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("sampler, sigma, eta", SAMPLER_CASES)
+def test_strided_with_every_step_is_the_full_chain(sampler, sigma, eta):
+    sched = make_schedule("linear", 60)
+    eps = _gauss_eps(sched)
+    x_T = np.random.default_rng(4).standard_normal((32, 3))
+    full = reverse_chain(eps, x_T, sched, seed=9, sigma=sigma, sampler=sampler, eta=eta)
+    for steps in (60, list(range(61)), np.arange(60, -1, -1)):
+        np.testing.assert_array_equal(
+            reverse_chain(eps, x_T, sched, seed=9, sigma=sigma, sampler=sampler, eta=eta, steps=steps), full)
+    np.testing.assert_array_equal(sampling_steps(sched, 4), [60, 45, 30, 15, 0])
+    np.testing.assert_array_equal(sampling_steps(sched, [10, 3, 10], t_start=40, t_stop=2), [40, 10, 3, 2])
+    # the visited steps can be recorded; a skipped step cannot
+    x, traj = reverse_chain(eps, x_T, sched, seed=9, sampler=sampler, steps=4, record=[60, 30, 0])
+    np.testing.assert_array_equal(traj[2], x)
+    with pytest.raises(ValueError, match="not among"):
+        reverse_chain(eps, x_T, sched, sampler=sampler, steps=4, record=[20])
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
+def test_x0_clipping(sampler):
+    sched = make_schedule("linear", 100)
+    eps = _gauss_eps(sched)  # data of mean (1, -0.5, 0), sd up to 2: far outside [-1, 1]
+    x_T = np.random.default_rng(6).standard_normal((500, 3))
+    free = reverse_chain(eps, x_T, sched, seed=2, sampler=sampler)
+    assert np.abs(free).max() > 2
+    # the last step returns the clipped x0 prediction itself
+    for clip, (lo, hi) in [(1.0, (-1, 1)), ((-0.5, 2.0), (-0.5, 2.0))]:
+        x = reverse_chain(eps, x_T, sched, seed=2, sampler=sampler, clip=clip)
+        assert x.min() >= lo - 1e-9 and x.max() <= hi + 1e-9
+    # a range that never binds changes nothing but rounding
+    np.testing.assert_allclose(reverse_chain(eps, x_T, sched, seed=2, sampler=sampler, clip=1e6), free,
+                               rtol=1e-7, atol=1e-7)
+
+
+def test_samplers_torch_match_numpy():
+    torch = pytest.importorskip("torch")
+    sched = make_schedule("linear", 100)
+
+    def eps(x, t):  # exact eps of N(0.5, 0.25) data: works on numpy and torch alike
+        ab = float(sched.alpha_bar[t])
+        return (1 - ab) ** 0.5 * (x - ab**0.5 * 0.5) / (ab * 0.25 + 1 - ab)
+
+    x_T = np.random.default_rng(0).standard_normal((64, 2))
+    for kw in (dict(sampler="ddim", steps=10, clip=1.0), dict(steps=10, clip=1.0)):
+        xt = reverse_chain(eps, torch.from_numpy(x_T), sched, seed=1, **kw)
+        assert isinstance(xt, torch.Tensor) and xt.dtype == torch.float64
+        if kw.get("sampler") == "ddim":  # no noise: numpy and torch agree
+            np.testing.assert_allclose(xt.numpy(), reverse_chain(eps, x_T, sched, seed=1, **kw), rtol=1e-12)
+
+
+def test_sampler_validation():
+    sched = make_schedule("linear", 20)
+    eps = _gauss_eps(sched)
+    x = np.zeros((4, 3))
+    for kwargs, match in [(dict(sampler="euler"), "sampler"), (dict(sampler="ddim", eta=1.5), "eta"),
+                          (dict(steps=0), "steps"), (dict(steps=21), "steps"), (dict(steps=[25]), "steps"),
+                          (dict(steps=[2.5]), "steps"), (dict(clip=0.0), "clip"), (dict(clip=(1, -1)), "clip")]:
+        with pytest.raises(ValueError, match=match):
+            reverse_chain(eps, x, sched, **kwargs)
+    with pytest.raises(ValueError, match="t_prev"):
+        reverse_step(x, x, 5, sched, t_prev=5)
+    with pytest.raises(ValueError, match="noise"):
+        ddim_step(x, x, 5, 2, sched, eta=0.5)
 
 
 # ------------------------------------------------------------------------------------------------
