@@ -1,19 +1,31 @@
-"""Training speed: the batched-over-timesteps trainer against the thesis' sequential loop.
+"""Training speed: the thesis' sequential loop, the batched trainer and the fused small-net epoch.
 
 Baseline (the thesis' way): one ``nn.Sequential(Linear(d, H), ReLU, Linear(H, d))`` and one
-``torch.optim.Adam`` per timestep, trained one timestep after another, each on its own shuffled
-minibatches with fresh noise. Contender: :func:`physdiff.ddpm.train`, which trains a chunk of
-timesteps at once with batched matmuls and one stacked Adam. Both do the same work (T nets, the
-same number of minibatches of the same size) in the same run; the script prints epochs per
-second of each and the ratio.
+``torch.optim.Adam`` per timestep, trained one timestep after another. Contenders, both
+:func:`physdiff.ddpm.train`: the batched path (a chunk of nets per step as batched matmuls and one
+stacked Adam; ``fused.MODE = "never"``) and the fused path (one numba kernel per epoch, parallel
+over nets; ``fused.MODE = "always"``). All do the same work: ``T`` nets, ``epochs`` passes of
+``ceil(n / batch)`` minibatches.
+
+The floating-point bound: one training step of one net is ``10 B d H`` flops (forward ``x W1`` and
+``a W2``: 4 B d H; backward ``g W2^T``, ``a^T g`` and ``x^T dz``: 6 B d H). The script prints each
+path's GFLOP/s and its ratio to (i) a bare ``torch.bmm`` of exactly those five matrix shapes over
+the same chunk, timed in the same run (the rate the batched path could reach if the matmuls were
+all it did) and (ii) a large square ``torch.mm`` (the cores' practical peak).
+
+On a shared machine the wall times depend on the load: every figure is the minimum over
+``--repeats`` runs, printed with ``/proc/loadavg``.
 
     python benchmarks/bench_train.py                 # d=784, H=128, T=50, n=1000, batch 50, 1 epoch
+    python benchmarks/bench_train.py --d 2 --hidden 1000 --T 100 --n 2000 --batch 100 --epochs 3
+    python benchmarks/bench_train.py --d 64 --hidden 160 --T 100 --n 4000 --batch 64 --epochs 1
     python benchmarks/bench_train.py --hidden 1700 --T 20 --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -25,7 +37,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from physdiff import ddpm  # noqa: E402
-from physdiff.ddpm.train import resolve_device  # noqa: E402
+from physdiff._util import resolve_device  # noqa: E402
+from physdiff.ddpm import fused  # noqa: E402
+
+
+def loadavg() -> str:
+    try:
+        return "load " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "load n/a"
 
 
 def sequential_epochs(x0: np.ndarray, cfg, device) -> float:
@@ -54,12 +74,55 @@ def sequential_epochs(x0: np.ndarray, cfg, device) -> float:
     return time.perf_counter() - t0
 
 
-def batched_epochs(x0: np.ndarray, cfg) -> float:
+def trainer_seconds(x0: np.ndarray, cfg, mode: str) -> float:
+    fused.MODE = mode
+    try:
+        t0 = time.perf_counter()
+        ddpm.train(x0, cfg, progress=False, log=None)
+        if cfg.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+    finally:
+        fused.MODE = "auto"
+
+
+def bare_bmm_seconds(C: int, B: int, d: int, H: int, steps: int, device) -> float:
+    """Seconds for ``steps`` training steps' worth of the five matmuls of a chunk of ``C`` nets."""
+    g = torch.Generator(device=device).manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g, device=device)  # noqa: E731
+    x, g_out, W1, W2, a, dz = r(C, B, d), r(C, B, d), r(C, d, H), r(C, H, d), r(C, B, H), r(C, B, H)
+    z, p, da, gW2, gW1 = r(C, B, H), r(C, B, d), r(C, B, H), r(C, H, d), r(C, d, H)
+    xT, aT, W2T = x.transpose(1, 2), a.transpose(1, 2), W2.transpose(1, 2)
+
+    def step():
+        torch.bmm(x, W1, out=z)
+        torch.bmm(a, W2, out=p)
+        torch.bmm(g_out, W2T, out=da)
+        torch.bmm(aT, g_out, out=gW2)
+        torch.bmm(xT, dz, out=gW1)
+
+    step()
     t0 = time.perf_counter()
-    ddpm.train(x0, cfg, progress=False, log=None)
-    if cfg.device.startswith("cuda"):
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0
+
+
+def peak_gflops(device, size: int = 1024, reps: int = 5) -> float:
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    c = torch.empty(size, size, device=device)
+    torch.mm(a, b, out=c)
+    best = math.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=c)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best / 1e9
 
 
 def main(argv=None) -> None:
@@ -73,26 +136,53 @@ def main(argv=None) -> None:
     p.add_argument("--chunk", type=int, default=None, help="nets per chunk (default: automatic)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--repeats", type=int, default=3, help="timed repetitions (best is reported)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repetitions (the minimum is reported)")
+    p.add_argument("--no-sequential", action="store_true", help="skip the (slow) sequential baseline")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if device.type == "cpu":
+        import numba
+
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     x0 = np.tanh(np.random.default_rng(0).standard_normal((args.n, args.d))).astype(np.float32)
-    cfg = ddpm.TrainConfig(schedule={"name": "linear", "beta_start": 1e-4, "beta_end": 0.02, "reference_T": 1000},
+    sched = {"name": "linear", "beta_start": 1e-4, "beta_end": 0.02, "reference_T": min(1000, 20 * args.T)}
+    cfg = ddpm.TrainConfig(schedule=sched,
                            T=args.T, hidden=args.hidden, lr=1e-3, epochs=args.epochs, batch=args.batch,
                            chunk=args.chunk, seed=0, device=str(device))
-    print(f"d={args.d} hidden={args.hidden} T={args.T} n={args.n} batch={args.batch} epochs={args.epochs} "
-          f"device={device} threads={torch.get_num_threads()}")
-    # warm-up (allocator, kernels)
-    small = cfg.replace(T=min(cfg.T, 2), epochs=1, schedule={"name": "linear", "beta_start": 1e-3, "beta_end": 0.2})
-    batched_epochs(x0, small)
-    sequential_epochs(x0, small, device)
-    t_seq = min(sequential_epochs(x0, cfg, device) for _ in range(args.repeats))
-    t_bat = min(batched_epochs(x0, cfg) for _ in range(args.repeats))
-    rate_seq, rate_bat = args.epochs / t_seq, args.epochs / t_bat
-    print(f"sequential (nn.Sequential + torch.optim.Adam per timestep): {t_seq:8.3f} s  {rate_seq:8.3f} epochs/s")
-    print(f"batched over timesteps (physdiff.ddpm.train):               {t_bat:8.3f} s  {rate_bat:8.3f} epochs/s")
-    print(f"speed-up batched / sequential: {rate_bat / rate_seq:.2f}x")
+    B = min(args.batch, args.n)
+    nb = math.ceil(args.n / B)
+    steps = args.T * args.epochs * nb  # net-steps
+    flops = 10.0 * B * args.d * args.hidden * steps
+    print(f"d={args.d} hidden={args.hidden} T={args.T} n={args.n} batch={B} epochs={args.epochs} "
+          f"device={device} threads={torch.get_num_threads()}; {steps} net-steps, {flops / 1e9:.1f} GFLOP")
+    # warm-up (allocator, kernels, numba compilation)
+    small = cfg.replace(T=2, epochs=1, schedule={"name": "linear", "beta_start": 1e-3, "beta_end": 0.2})
+    modes = ["never"] + (["always"] if device.type == "cpu" else [])
+    for mode in modes:
+        trainer_seconds(x0, small, mode)
+    rows = []
+    if not args.no_sequential:
+        sequential_epochs(x0, small, device)
+        rows.append(("sequential (nn.Sequential + torch.optim.Adam per net)",
+                     min(sequential_epochs(x0, cfg, device) for _ in range(args.repeats)), loadavg()))
+    names = {"never": "batched matmuls (physdiff.ddpm.train, fused.MODE='never')",
+             "always": "fused numba epoch (physdiff.ddpm.train, fused.MODE='always')"}
+    for mode in modes:
+        rows.append((names[mode], min(trainer_seconds(x0, cfg, mode) for _ in range(args.repeats)), loadavg()))
+    C = min(cfg.chunk or args.T, args.T)
+    bare_steps = max(1, steps // C)
+    t_bmm = min(bare_bmm_seconds(C, B, args.d, args.hidden, bare_steps, device) for _ in range(args.repeats))
+    bmm_rate = 10.0 * B * args.d * args.hidden * C * bare_steps / t_bmm / 1e9
+    peak = peak_gflops(device)
+    print(f"bare torch.bmm of the same shapes (chunk {C}): {bmm_rate:8.2f} GFLOP/s   ({loadavg()})")
+    print(f"square 1024^3 torch.mm (practical peak):      {peak:8.2f} GFLOP/s   ({loadavg()})")
+    t_seq = rows[0][1] if not args.no_sequential else None
+    for name, t, load in rows:
+        rate = flops / t / 1e9
+        vs = f"  {t_seq / t:6.2f}x sequential" if t_seq else ""
+        print(f"{name:62s} {t:9.3f} s {rate:8.2f} GFLOP/s  {rate / bmm_rate:6.2f} of bmm  "
+              f"{rate / peak:6.3f} of peak{vs}   ({load})")
 
 
 if __name__ == "__main__":
