@@ -7,6 +7,7 @@ exact score runs (:func:`physdiff.reverse.reverse_chain`), on the model's torch 
 References
 ----------
 [Ho20] Ho, Jain, Abbeel (2020), arXiv:2006.11239: Algorithm 2 (sampling), eq. 4 (closed-form jump).
+[SME21] Song, Meng, Ermon (2021), DDIM, arXiv:2010.02502: eq. 12 (DDIM step), sec. 4.2 (strided).
 [Thesis] Bustinduy de la Guerra (2024): reconstruction from a diffused image, inpainting.
 [Lug22] Lugmayr et al. (2022), RePaint, arXiv:2201.09865, eq. 8 (known pixels from q(x_{t-1}|x0)).
 [SD15] Sohl-Dickstein et al. (2015), arXiv:1503.03585, sec. 2.5 (multiplying distributions) and
@@ -174,7 +175,7 @@ class DDPM:
         return e[0] if squeeze else e
 
     def score(self, x_t, t):
-        """Learned score ``-eps_theta(x_t, t) / sqrt(1 - alpha_bar_t)`` (DESIGN.md "Score").
+        """Learned score ``-eps_theta(x_t, t) / sqrt(1 - alpha_bar_t)`` (Tweedie; ``docs/theory.md``).
 
         Same shapes, kinds and errors as :meth:`eps`.
         """
@@ -212,11 +213,14 @@ class DDPM:
         return torch.from_numpy(rng.standard_normal((n, self.d), dtype=np.float32)).to(self.device)
 
     def sample(self, n: int, seed: SeedLike = None, return_trajectory: bool = False,
-               steps: Sequence[int] | None = None, sigma: str | None = None, progress: bool = False):
-        """Generate ``n`` samples by ancestral sampling [Ho20, Algorithm 2].
+               record: Sequence[int] | None = None, sigma: str | None = None, progress: bool = False, *,
+               sampler: str = "ancestral", steps=None, eta: float = 0.0, clip=None):
+        """Generate ``n`` samples: ancestral [Ho20, Algorithm 2] or DDIM [SME21, eq. 12], full or strided.
 
         ``x_T ~ N(0, I)`` (numpy, from ``seed``), then :func:`physdiff.reverse.reverse_chain` with this
-        model's :attr:`eps_fn`, run in torch on the model's device.
+        model's :attr:`eps_fn`, run in torch on the model's device: the same code that runs an
+        exact score. With ``steps`` only those trained steps are visited, each net at its own
+        ``alpha_bar`` (:func:`physdiff.reverse.sampling_steps`).
 
         Parameters
         ----------
@@ -225,35 +229,47 @@ class DDPM:
         seed : int, Generator or None
             Equal seeds give equal samples (on the same machine and device).
         return_trajectory : bool
-            Also return the states at ``steps``.
-        steps : sequence of int, optional
-            Steps in ``0..T`` to record; default :meth:`default_trajectory_steps` (11 steps from
-            ``T`` to 0).
+            Also return the states at the steps ``record``.
+        record : sequence of int, optional
+            Visited steps to record; default :meth:`default_trajectory_steps` (11 steps from ``T``
+            to 0) for the full chain, every visited step for a strided one.
         sigma : {"beta", "posterior"}, optional
-            Reverse-step variance; default ``config.sigma``.
+            Reverse-step variance of the ancestral sampler; default ``config.sigma``.
         progress : bool
             tqdm bar over the reverse steps.
+        sampler : {"ancestral", "ddim"}
+        steps : None, int or sequence of int
+            Trained steps visited: ``None`` all ``T``; an int ``K``: ``K`` evenly spaced jumps.
+        eta : float in [0, 1]
+            DDIM noise (0: deterministic given ``x_T``; 1: the ancestral chain with
+            ``sigma="posterior"``).
+        clip : None, float > 0 or (lo, hi)
+            Clip the predicted ``x0`` at each step (images in ``[-1, 1]``: ``clip=1``).
 
         Returns
         -------
         x : ndarray float32 (n, d)
-        trajectory : ndarray float32 (len(steps), n, d)
-            Only with ``return_trajectory``; in the order of ``steps``.
+        trajectory : ndarray float32 (len(record), n, d)
+            Only with ``return_trajectory``; in the order of ``record``.
 
         Raises
         ------
         ValueError
-            ``n < 1``, steps outside ``0..T`` or an unknown ``sigma``.
+            ``n < 1``, an unknown ``sigma`` or ``sampler``, bad ``steps``, ``eta`` or ``clip``, or
+            record steps that are not visited.
         """
+        from ..reverse import sampling_steps
+
         n = check_positive_int("n", n)
         sigma = self._sigma(sigma)
+        visited = sampling_steps(self.schedule, steps)  # validates steps before any work
         rng = as_generator(seed)
-        if return_trajectory and steps is None:
-            steps = self.default_trajectory_steps()
-        record = None if not return_trajectory else [int(s) for s in steps]
+        if return_trajectory and record is None:
+            record = self.default_trajectory_steps() if steps is None else visited
+        record = None if not return_trajectory else [int(s) for s in record]
         x_T = self._noise(rng, n)
         out = reverse_chain(self.eps_fn, x_T, self.schedule, seed=rng, sigma=sigma, record=record,
-                            progress=progress)
+                            progress=progress, sampler=sampler, steps=steps, eta=eta, clip=clip)
         if record is None:
             return out.cpu().numpy().astype(np.float32, copy=False)
         x, traj = out

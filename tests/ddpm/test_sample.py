@@ -90,11 +90,11 @@ def test_sample_trajectory(model):
     assert traj.shape == (len(steps), 7, D) and traj.dtype == np.float32
     np.testing.assert_array_equal(traj[-1], x)
     np.testing.assert_array_equal(x, model.sample(7, seed=1))
-    x2, traj2 = model.sample(7, seed=1, return_trajectory=True, steps=[12, 5, 0])
+    x2, traj2 = model.sample(7, seed=1, return_trajectory=True, record=[12, 5, 0])
     assert traj2.shape == (3, 7, D)
     np.testing.assert_array_equal(traj2[0], traj[0])  # x_T is drawn first from the same seed
     with pytest.raises(ValueError, match="record steps"):
-        model.sample(2, seed=0, return_trajectory=True, steps=[13])
+        model.sample(2, seed=0, return_trajectory=True, record=[13])
     with pytest.raises(ValueError, match="sigma"):
         model.sample(2, sigma="huge")
     with pytest.raises(ValueError):
@@ -110,6 +110,32 @@ def test_sample_uses_the_same_reverse_chain_as_exact_scores(model):
     # the numpy path of reverse_chain runs on the same eps_fn too
     xn = reverse_chain(model.eps_fn, x_T.numpy().astype(np.float64), model.schedule, seed=0)
     assert isinstance(xn, np.ndarray) and np.all(np.isfinite(xn))
+
+
+@pytest.mark.parametrize("kw", [dict(sampler="ddim", steps=5), dict(sampler="ddim", eta=1.0),
+                                dict(steps=[12, 8, 3, 0], sigma="posterior"), dict(sampler="ddim", steps=6, clip=1.0)])
+def test_sample_samplers_run_the_reverse_chain(model, kw):
+    """Every sampler of sample() is reverse_chain(model.eps_fn, ...) with the same arguments."""
+    rng = np.random.default_rng(21)
+    x_T = torch.from_numpy(rng.standard_normal((9, D), dtype=np.float32))
+    ref = reverse_chain(model.eps_fn, x_T, model.schedule, seed=rng, **{"sigma": model.config.sigma, **kw}).numpy()
+    np.testing.assert_array_equal(model.sample(9, seed=21, **kw), ref)
+
+
+def test_sample_ddim_strided_and_clipped(model):
+    a = model.sample(16, seed=2, sampler="ddim", steps=4)
+    np.testing.assert_array_equal(a, model.sample(16, seed=2, sampler="ddim", steps=4))
+    assert not np.array_equal(a, model.sample(16, seed=2, sampler="ddim", steps=4, eta=1.0))
+    c = model.sample(64, seed=3, sampler="ddim", steps=4, clip=0.5)
+    assert np.abs(c).max() <= 0.5 + 1e-6  # the last DDIM step returns the clipped x0 prediction
+    # a strided chain records its visited steps by default
+    x, traj = model.sample(5, seed=1, steps=3, return_trajectory=True)
+    assert traj.shape == (4, 5, D)
+    np.testing.assert_array_equal(traj[-1], x)
+    for kw, match in [(dict(sampler="euler"), "sampler"), (dict(steps=13), "steps"), (dict(eta=2.0), "eta"),
+                      (dict(clip=-1.0), "clip"), (dict(steps=3, return_trajectory=True, record=[7]), "not among")]:
+        with pytest.raises(ValueError, match=match):
+            model.sample(2, **kw)
 
 
 def test_reconstruct(model, x0):
