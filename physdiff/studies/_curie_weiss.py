@@ -154,7 +154,8 @@ _MEM_NAMES = {
 }
 
 
-def state_weight_datasets(models, train_sets, *, n_generate: int, seed: SeedLike = None) -> tuple[xr.Dataset, xr.Dataset]:
+def state_weight_datasets(models, train_sets, *, n_generate: int,
+                          seed: SeedLike = None) -> tuple[xr.Dataset, xr.Dataset]:
     """State weights and memorisation of Curie-Weiss models (same ``N``, ``beta``, ``h``), one row
     per model along the dimension ``model`` (sorted by ``P``, the training-set size).
 
@@ -222,7 +223,8 @@ def plot_state_weights(sw: xr.Dataset, mem: xr.Dataset):
     b.set_ylabel("share(+) / share(-)")
     c.errorbar(P, mem["rare_copy_share"], yerr=mem["rare_copy_share_stderr"], fmt="o", ms=4, capsize=2, color="C3",
                label="copies of a rare training config")
-    c.plot(P, mem["rare_copy_share_reference"], "D", ms=3, color="C0", label="copies of a rare config of an independent set")
+    c.plot(P, mem["rare_copy_share_reference"], "D", ms=3, color="C0",
+           label="copies of a rare config of an independent set")
     c.plot(P, mem["copy_share"], "o", ms=3, mfc="none", color="C3", label="copies of any training config")
     c.plot(P, mem["copy_share_baseline"], "s", ms=3, color="0.5", label="fresh exact samples: copies")
     c.plot(P, mem["overlap_max_mean"], "^-", ms=3, lw=0.8, color="C3", label="mean max overlap")

@@ -84,7 +84,8 @@ def _sign_class(x) -> np.ndarray:
 def _step_coords(schedule, steps, what: str = "diffusion step") -> dict:
     steps = np.asarray(steps, dtype=np.int64)
     return {"step": ("step", steps, {**_ONE, "long_name": what}),
-            "time": ("step", schedule.physical_time[steps], {**_ONE, "long_name": "physical time -(1/2) log alpha_bar"}),
+            "time": ("step", schedule.physical_time[steps],
+                     {**_ONE, "long_name": "physical time -(1/2) log alpha_bar"}),
             "alpha_bar": ("step", schedule.alpha_bar[steps], {**_ONE, "long_name": "alpha_bar of the step"})}
 
 

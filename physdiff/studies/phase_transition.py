@@ -60,7 +60,8 @@ _NAMES = ("learned", "exact", "linear")
 class Params:
     """Parameters of the phase-transition study (defaults: the quick settings)."""
 
-    checkpoint: str = field(default="", metadata={"help": "Curie-Weiss checkpoint dir; empty: train a quick model here"})
+    checkpoint: str = field(default="", metadata={
+        "help": "Curie-Weiss checkpoint dir; empty: train a quick model here"})
     linear_checkpoint: str = field(default="", metadata={
         "help": "linear-model checkpoint; empty: the sibling CHECKPOINT_linear if present"})
     linear: bool = field(default=True, metadata={"help": "with an empty checkpoint, also train a linear model"})
@@ -288,9 +289,10 @@ def _speciation_dataset(model, lin, N, beta, h, p: Params, rng) -> xr.Dataset:
 def _trajectories_dataset(model, N, n, rng) -> xr.Dataset:
     T = model.schedule.T
     rec = np.unique(np.r_[np.arange(0, T + 1, max(1, T // 100)), T])[::-1]
-    _, traj = model.sample(n, seed=rng, return_trajectory=True, steps=rec)
+    _, traj = model.sample(n, seed=rng, return_trajectory=True, record=rec)
     mu = traj.astype(np.float64).sum(axis=2).T / math.sqrt(N)
-    return xr.Dataset({"mu": C.var(("trajectory", "step"), mu, "mu = sum_i x_i / sqrt(N) along learned reverse chains")},
+    return xr.Dataset({"mu": C.var(("trajectory", "step"), mu,
+                                   "mu = sum_i x_i / sqrt(N) along learned reverse chains")},
                       coords=C.step_coords(model.schedule, rec))
 
 

@@ -101,8 +101,8 @@ def _well_depths(models, p: Params, steps) -> tuple[np.ndarray, np.ndarray, np.n
                                         seed=np.random.default_rng([p.seed, k, 1]))
         for j in range(len(steps)):
             ok = pot["count"].values[j] >= 100
-            n_min[k, j], depth[k, j], _, _ = metrics.well_numbers(pot["mu"].values[j][ok], pot["V_learned"].values[j][ok],
-                                                                   pot["V_learned_stderr"].values[j][ok])
+            n_min[k, j], depth[k, j], _, _ = metrics.well_numbers(
+                pot["mu"].values[j][ok], pot["V_learned"].values[j][ok], pot["V_learned_stderr"].values[j][ok])
             if k == 0:
                 depth_exact[j] = metrics.well_numbers(pot["mu_fine"].values, pot["V_theory_fine"].values[j])[1]
     return depth, n_min, depth_exact
