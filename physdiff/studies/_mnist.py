@@ -106,18 +106,18 @@ def mnist_setup(p: MNISTModelParams, progress: bool = False) -> MNISTSetup:
         x_held, y_held = datasets.heldout_set(meta, data_dir=data_dir)
         return MNISTSetup(model, p.checkpoint, digits, x_train, y_train, x_held, np.asarray(y_held, np.int64))
     digits = [int(v) for v in p.digits]
-    x, y = datasets.load_mnist(data_dir, split="train", digits=digits)
-    if p.n_train and p.n_train < len(x):
+    x, meta = datasets.load_training_data("mnist", seed=p.seed, digits=digits, data_dir=data_dir)
+    _, y = datasets.load_mnist(data_dir, split="train", digits=digits)
+    if p.n_train and p.n_train < len(x):  # a seeded subset (tests): not rebuilt by datasets.training_set
         keep = np.sort(np.random.default_rng([p.seed, 0x7A1]).choice(len(x), p.n_train, replace=False))
         x, y = x[keep], y[keep]
+        meta = dict(meta, n_train=int(len(x)), subset_of_split=True)
     cfg = ddpm.get_config("mnist", p.preset, T=p.T or None, hidden=p.hidden or None, epochs=p.epochs or None,
                           seed=p.seed, device=p.device)
     if cfg.init == "gaussian" and cfg.hidden < x.shape[1]:  # the Gaussian init needs hidden >= d
         cfg = cfg.replace(init="random")
-    meta = {"dataset": "mnist", "digits": digits, "image_shape": list(IMAGE_SHAPE), "split": "train",
-            "n_train": int(len(x))}
     model = ddpm.train(x, cfg, progress=progress, log=None, metadata=meta)
-    x_held, y_held = datasets.load_mnist(data_dir, split="test", digits=digits)
+    x_held, y_held = datasets.heldout_set(meta, data_dir=data_dir)
     return MNISTSetup(model, f"trained here ({p.preset} preset, {len(x)} images)", digits, x, y.astype(np.int64),
                       x_held, y_held.astype(np.int64))
 
