@@ -126,7 +126,7 @@ class Params:
     n_eval: int = field(default=2000, metadata={"help": "held-out points for L_simple and K"})
     chunk: int = field(default=50, metadata={"help": "nets per batched matmul (0: the trainer's choice)"})
     bound: bool = field(default=True, metadata={"help": "compute the bound K of every variant"})
-    turns: float = field(default=2.0, metadata={"help": "Swiss roll turns (2: the thesis' 2 pi roll)"})
+    turns: float = field(default=2.0, metadata={"help": "Swiss roll turns: 2 (the thesis' 2 pi roll) or 3"})
     data_dir: str = field(default="", metadata={"help": "MNIST directory (empty: the default search path)"})
     seed: int = field(default=0, metadata={"help": "random seed (data, training, sampling)", "coord": True})
     device: str = field(default="cpu", metadata={"help": "torch device of training: cpu, auto, cuda[:N]"})
@@ -148,7 +148,8 @@ class Params:
             raise ValueError(f"n_train must be >= 2 for the Swiss roll, got {self.n_train}")
         check_real("lr", self.lr, lo=0.0, lo_open=True)
         check_real("sgd_lr", self.sgd_lr, lo=0.0, lo_open=True)
-        check_real("turns", self.turns, lo=0.0, lo_open=True)
+        if self.dataset == "swiss-roll" and self.turns not in (2.0, 3.0):
+            raise ValueError(f"turns must be 2 or 3 (the thesis' rolls, whose noise is known), got {self.turns}")
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be a torch device name (cpu, auto, cuda), got {self.device!r}")
 

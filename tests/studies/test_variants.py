@@ -181,4 +181,6 @@ def test_variants_params_validation():
         Params(dataset="cifar")
     with pytest.raises(ValueError, match="epochs"):
         Params(epochs=0)
+    with pytest.raises(ValueError, match="turns"):
+        Params(turns=2.5)
     assert Params(variants=" simple , weighted ").variant_names == ["simple", "weighted"]
