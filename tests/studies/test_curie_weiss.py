@@ -143,3 +143,18 @@ def test_exact_score_cloning_matches_phi_theory(H):
     assert np.ptp(phi_th) > 0.25
     dev = res.phi - phi_th
     assert np.all(np.abs(dev) <= 4 * sd + np.abs(bias)), dev / sd
+
+
+def test_cli_writes_the_datasets_and_figures(tmp_path):
+    from physdiff.cli import main
+    from physdiff.results import open_dataset
+
+    out = tmp_path / "cw"
+    assert main(["study", "curie-weiss", "--N", "32", "--T", "30", "--n-pairs", "60", "--n-forward", "500",
+                 "--n-trajectories", "10", "--out", str(out), "--no-progress"]) == 0
+    pot = open_dataset(out / "potential.nc")
+    assert pot["V"].dims == ("time", "mu") and int(pot["N"]) == 32 and float(pot["beta"]) == BETA
+    sp = open_dataset(out / "speciation.nc")
+    assert sp["phi"].dims == ("step",) and float(sp["speciation_time"]) > 0
+    for name in ("potential", "forward", "trajectories", "cloning", "speciation_vs_N"):
+        assert (out / f"{name}.png").is_file()
