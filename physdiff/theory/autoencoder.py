@@ -18,7 +18,7 @@ Sign convention
 Following [KM13], an *energy* here is log-density-like: its gradient IS the vector field
 (``grad F = r(x) - x`` for :func:`tied_energy`, ``grad E = score`` for :func:`score_energy`,
 ``E(x_k) - E(x_0) = ∫ field . dx`` for :func:`energy_along_path`), so it is large where the data
-are likely. A *potential* follows REFERENCES.md sec. 4, ``V = -log p`` (a well is a minimum):
+are likely. A *potential* is the density potential ``V = -log p`` [RA23; BM23] (a well is a minimum):
 :func:`linear_potential_mu` and the minima returned by :func:`relu_pair_minima`. ``V = -E``.
 
 Contents
@@ -33,7 +33,8 @@ linear_denoiser_optimum, linear_potential_mu
     Linear nets on Gaussian data: the MSE-optimal eps-predictor (full or reduced rank) and the
     single-well potential it implies along the top eigenvector (the Thesis' Annex II point).
 
-All formulas use ``s = sqrt(alpha_bar)`` and ``Delta = 1 - alpha_bar`` (REFERENCES.md sec. 1).
+All formulas use ``s = sqrt(alpha_bar)`` and ``Delta = 1 - alpha_bar`` (``docs/theory.md``,
+"Conventions").
 numpy + scipy only, float64 throughout.
 
 References
@@ -41,10 +42,12 @@ References
 [KM13] Kamyshanska, Memisevic (2013), On autoencoder scoring, ICML; (2015) The potential energy
     of an autoencoder, IEEE TPAMI: energies of tied and diagonally rescaled untied autoencoders
     and the integrals H of each activation. (Equation numbers are not quoted here: the formulas
-    are those of REFERENCES.md sec. 6, which the tests check by finite differences.)
+    are those of [KM13], which the tests check by finite differences.)
 [Ho20] Ho, Jain, Abbeel (2020), Denoising Diffusion Probabilistic Models, arXiv:2006.11239.
 [Thesis] Bustinduy de la Guerra (2024), Out-of-Equilibrium Machine Learning (UCM), Annex II.
-REFERENCES.md sec. 6 (autoencoder energies) and sec. 1 (Tweedie, the eps target).
+[RA23] Raya, Ambrogioni (2023), Spontaneous symmetry breaking in generative diffusion models,
+    arXiv:2305.19693. [BM23] Biroli, Mezard (2023), arXiv:2306.03518.
+See also ``docs/theory.md``, "Conventions" (Tweedie, the eps target) and "MNIST studies".
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ _BLOCK = 1 << 22
 
 
 # ----------------------------------------------------------------------------------------------
-# activations: h, h' and the integral H with H' = h [KM13; REFERENCES.md sec. 6]
+# activations: h, h' and the integral H with H' = h [KM13]
 # ----------------------------------------------------------------------------------------------
 
 def _check_activation(activation: str) -> str:
@@ -247,7 +250,7 @@ def jacobian_asymmetry(x, W1, b1, W2, b2, activation: str = "relu") -> float:
     """Mean relative asymmetry of the Jacobian, ``mean_n |J - J^T|_F / |J|_F``.
 
     0 for a gradient field (tied weights, or ``W2 = D W1^T`` with ``D`` diagonal) and > 0 otherwise;
-    the [KM13] (REFERENCES.md sec. 6) diagnostic for untied weights. Points where ``J = 0`` (e.g.
+    the [KM13] diagnostic for untied weights. Points where ``J = 0`` (e.g.
     all ReLU units off) carry no information and are skipped.
 
     Parameters
@@ -313,7 +316,7 @@ def is_tied(W1, W2, rtol: float = 1e-6) -> bool:
 def diagonal_rescaling(W1, W2) -> tuple[np.ndarray, float]:
     """Best diagonal ``D`` with ``W2 ≈ D W1^T`` and the relative residual of the fit.
 
-    [KM13] (REFERENCES.md sec. 6): an untied net ``r(x) = W2^T h(W1^T x + b1) + b2``
+    [KM13]: an untied net ``r(x) = W2^T h(W1^T x + b1) + b2``
     is a gradient field (for a nonlinear ``h``, in general only) if ``W2 = D W1^T`` with ``D``
     diagonal; its energy is then ``sum_k D_k H(u_k) + b2.x - |x|^2/2``. Row by row, the least-squares
     ``D_k = <W2[k], W1[:, k]> / |W1[:, k]|^2`` (``D_k = 0`` for a unit with no input weights, whose
@@ -349,7 +352,7 @@ def tied_energy(x, W, b_h, b_r, activation: str = "relu") -> np.ndarray:
     """Energy of a tied autoencoder [KM13]: ``F(x) = sum_k H(u_k) - |x - b_r|^2 / 2``.
 
     For ``r(x) = W^T h(W x + b_h) + b_r`` and ``u = W x + b_h``, ``grad F(x) = r(x) - x``
-    ([KM13]; REFERENCES.md sec. 6), with ``H' = h``: linear ``u^2/2``, ReLU
+    ([KM13]), with ``H' = h``: linear ``u^2/2``, ReLU
     ``max(0,u)^2/2``, sigmoid ``log(1 + e^u)``, tanh ``log cosh u``.
     ``F`` is log-density-like (large near the data; the KM13 "score" of an input).
 
@@ -443,7 +446,7 @@ def _check_predictor(predictor: str) -> str:
 def predictor_score(x, W1, b1, W2, b2, alpha_bar, activation: str = "relu", predictor: str = "eps") -> np.ndarray:
     """Score implied by a net used as a DDPM predictor at one step.
 
-    eps-predictor: ``score = -r(x) / sqrt(Delta)`` ([Ho20]; REFERENCES.md sec. 1).
+    eps-predictor: ``score = -r(x) / sqrt(Delta)`` ([Ho20]; ``docs/theory.md``, "Conventions").
     x0-predictor: ``score = (s r(x) - x) / Delta`` (Tweedie, ``r = E[x0 | x_t]``).
     ``r`` is :func:`reconstruction`; ``s = sqrt(alpha_bar)``, ``Delta = 1 - alpha_bar``.
 
@@ -478,13 +481,13 @@ def score_energy(x, W1, b1, W2, b2, alpha_bar, activation: str = "relu", *, pred
     """Exact log-density (up to a constant) of the score of a tied DDPM net: ``grad E = score``.
 
     With ``u = x @ W1 + b1`` and ``W2 = D W1^T`` (``D = 1``: tied; any diagonal ``D``,
-    [KM13]), ``r(x) = grad_x sum_k D_k H(u_k) + b2`` and so (REFERENCES.md secs. 1 and 6)
+    [KM13]), ``r(x) = grad_x sum_k D_k H(u_k) + b2`` and so ([KM13]; ``docs/theory.md``, "Conventions")
 
     - eps-predictor, ``score = -r/sqrt(Delta)``:  ``E(x) = -(sum_k D_k H(u_k) + b2 . x) / sqrt(Delta)``;
     - x0-predictor, ``score = (s r - x)/Delta``: ``E(x) = (s sum_k D_k H(u_k) + s b2 . x - |x|^2/2) / Delta``.
 
     ``E = log p_t + const`` for the density ``p_t`` whose score the net gives; the potential in the
-    sense of REFERENCES.md sec. 4 is ``V = -E``. The x0 form with a ReLU pair is the double well of
+    sense of [RA23] (``V = -log p``) is ``V = -E``. The x0 form with a ReLU pair is the double well of
     :func:`relu_pair_minima`.
 
     Parameters
@@ -533,7 +536,7 @@ def relu_pair_minima(w_norm: float, b: float, alpha_bar: float) -> np.ndarray:
     ``W2 = W1^T``, ``b2 = 0``), so ``r(x) = w (relu(w.x + b) - relu(-w.x + b))``. Read as an
     x0-predictor, ``score = (s r - x)/Delta``; along ``y = w.x/|w|`` with ``b > 0`` the potential
     ``V(y) = -E`` (:func:`score_energy`, ``predictor="x0"``) has ``Delta V'(y) = (1 - 2 s|w|^2) y`` for
-    ``|w||y| < b`` and ``(1 - s|w|^2) y - s|w| b`` for ``|w| y > b``. Hence (REFERENCES.md sec. 6 (ref)):
+    ``|w||y| < b`` and ``(1 - s|w|^2) y - s|w| b`` for ``|w| y > b``. Hence:
     a double well iff ``1/2 < s|w|^2 < 1``, minima at ``y = ± s|w| b / (1 - s|w|^2)``; a single well
     at 0 if ``s|w|^2 < 1/2``; no minimum (V unbounded below) if ``s|w|^2 >= 1``. With ``|w| = 1``,
     ``b = 0.5``: ``s = 0.75`` gives ``±1.5``; ``s = 0.4`` a single well.
@@ -577,7 +580,7 @@ def relu_pair_minima(w_norm: float, b: float, alpha_bar: float) -> np.ndarray:
 def linear_denoiser_optimum(cov, alpha_bar: float, hidden: int | None = None) -> np.ndarray:
     """MSE-optimal linear eps-predictor ``eps_hat = A x_t`` for Gaussian data ``x0 ~ N(0, cov)``.
 
-    With ``x_t = s x0 + sqrt(Delta) eps`` (REFERENCES.md sec. 1), ``Sigma = s^2 cov + Delta I``, the
+    With ``x_t = s x0 + sqrt(Delta) eps`` (``docs/theory.md``, "Conventions"), ``Sigma = s^2 cov + Delta I``, the
     least-squares regression of ``eps`` on ``x_t`` is (full rank, ``hidden=None``)
 
         ``A = Cov(eps, x_t) Sigma^{-1} = sqrt(Delta) Sigma^{-1}``,
@@ -637,7 +640,7 @@ def linear_potential_mu(mu, alpha_bar, Lambda) -> np.ndarray:
     A linear (optimal) eps-predictor gives a Gaussian ``p_t`` (:func:`linear_denoiser_optimum`), so
     along the top eigenvector (variance ``Lambda``) ``V(mu) = -log p_t(mu) + const`` is this parabola,
     convex at every time: a linear model can never form the symmetry-breaking double well
-    (REFERENCES.md sec. 6; [Thesis] Annex II in physical form). Same potential convention as
+    ([Thesis] Annex II in physical form; ``docs/theory.md``, "MNIST studies"). Same potential convention as
     ``curie_weiss.potential(kind="density")``, with ``V(0) = 0``.
 
     Parameters
