@@ -29,6 +29,7 @@ References
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,14 @@ class Params:
             if path and not (Path(path) / "config.json").is_file():
                 raise FileNotFoundError(f"{name}: no checkpoint at {path} (expected {Path(path) / 'config.json'}); "
                                         "train one with `physdiff train curie-weiss --N 64 --beta 1.5 --out DIR`")
+        if self.checkpoint:
+            # N, beta, h label the outputs (scalar coordinates): they must be the checkpoint's
+            data = json.loads((Path(self.checkpoint) / "config.json").read_text()).get("data", {})
+            law = (data.get("N"), data.get("beta"), data.get("h", 0.0))
+            if law[0] is not None and (law[0] != self.N or not math.isclose(law[1], self.beta)
+                                       or not math.isclose(law[2], self.h, abs_tol=1e-15)):
+                raise ValueError(f"checkpoint {self.checkpoint} was trained on N={law[0]}, beta={law[1]}, h={law[2]}; "
+                                 f"pass the same N, beta, h (got N={self.N}, beta={self.beta}, h={self.h})")
 
 
 # ---------------------------------------------------------------------------------------------

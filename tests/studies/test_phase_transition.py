@@ -140,7 +140,7 @@ def tiny_checkpoints(tmp_path_factory):
 
 
 def test_study_on_checkpoints(tiny_checkpoints):
-    p = pt.Params(checkpoint=str(tiny_checkpoints / "cw"), n_eval=8, n_potential=800, n_pairs=60, n_pairs_exact=40,
+    p = pt.Params(checkpoint=str(tiny_checkpoints / "cw"), N=16, n_eval=8, n_potential=800, n_pairs=60, n_pairs_exact=40,
                   n_generate=200, n_trajectories=10)
     out = pt.run(p)
     assert set(out) == {"score", "potential", "autoencoder", "speciation", "trajectories", "state_weights",
@@ -166,8 +166,10 @@ def test_study_on_checkpoints(tiny_checkpoints):
     assert set(figs) == {"score", "potential", "autoencoder", "cloning", "trajectories", "state_weights"}
 
 
-def test_params_reject_bad_checkpoints(tmp_path):
+def test_params_reject_bad_checkpoints(tmp_path, tiny_checkpoints):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         pt.Params(checkpoint=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="trained on N=16"):
+        pt.Params(checkpoint=str(tiny_checkpoints / "cw"))  # N = 64 by default
     with pytest.raises(ValueError, match="n_pairs"):
         pt.Params(n_pairs=1)
