@@ -67,7 +67,8 @@ class Params:
         "help": "linear-model checkpoint; empty: the sibling CHECKPOINT_linear if present"})
     linear: bool = field(default=True, metadata={"help": "with an empty checkpoint, also train a linear model"})
     N: int = field(default=64, metadata={"help": "spins (with a checkpoint: its N)", "coord": True})
-    beta: float = field(default=1.5, metadata={"help": "inverse temperature (with a checkpoint: its beta)", "coord": True})
+    beta: float = field(default=1.5, metadata={"help": "inverse temperature (with a checkpoint: its beta)",
+                                               "coord": True})
     h: float = field(default=0.0, metadata={"help": "per-spin field (with a checkpoint: its h)", "coord": True})
     n_train: int = field(default=4000, metadata={"help": "training configurations (when training here)"})
     epochs: int = field(default=30, metadata={"help": "training epochs (when training here)"})
