@@ -547,8 +547,8 @@ def mnist_classifier(data_dir=None, *, epochs: int = 3, seed: int = 0, n_train: 
             clf.test_accuracy = float(meta["test_accuracy"])
             clf.settings, clf.from_cache = settings, True
             return clf
-        except Exception:  # unreadable or stale cache entry: train again and overwrite it
-            pass
+        except Exception as exc:  # unreadable or stale cache entry: train again and overwrite it
+            warnings.warn(f"ignoring the cached MNIST classifier {path} ({exc}); training it again", stacklevel=2)
 
     clf = train_mnist_classifier(x, labels, seed=seed, epochs=epochs, device=dev, holdout=0.0,
                                  batch_size=batch_size, lr=lr, num_threads=num_threads)

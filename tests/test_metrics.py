@@ -347,6 +347,18 @@ def test_mnist_classifier_is_cached(quality_setup, monkeypatch, tmp_path):
         metrics.mnist_classifier(MNIST_DIR, n_train=0, cache_dir=cache)
 
 
+@needs_mnist_train
+def test_mnist_classifier_corrupt_cache_is_retrained(tmp_path):
+    kw = dict(epochs=1, n_train=300, cache_dir=tmp_path)
+    first = metrics.mnist_classifier(MNIST_DIR, **kw)
+    (path,) = tmp_path.glob("*.safetensors")
+    path.write_bytes(b"not a safetensors file")
+    with pytest.warns(UserWarning, match="ignoring the cached"):
+        again = metrics.mnist_classifier(MNIST_DIR, **kw)
+    assert not again.from_cache and again.test_accuracy == first.test_accuracy  # seeded: same net
+    assert metrics.mnist_classifier(MNIST_DIR, **kw).from_cache
+
+
 def _binomial_se(p, n, m=None):
     """Standard error of a share (of a difference of two shares with m), floored at 1/n."""
     v = max(p * (1 - p), 1.0 / n) * (1.0 / n + (1.0 / m if m else 0.0))
