@@ -1,9 +1,10 @@
 """The reverse (generative) chain for any noise predictor, learned or exact.
 
 Everything here takes an ``eps_fn(x_t, t) -> eps`` callable: a trained :class:`physdiff.ddpm.DDPM`
-(``model.eps``), or an exact score converted with :func:`eps_from_score`. Sampling, trajectories
-and the cloning experiment therefore run identically on the learned and the exact score, so the
-two are compared like with like. Arrays may be numpy arrays or torch tensors; the
+(``model.eps``), or an exact score converted with :func:`eps_from_score`. Sampling (ancestral or
+DDIM, over every trained step or a subsequence, with optional x0 clipping), trajectories and the
+cloning experiment therefore run identically on the learned and the exact score, so the two are
+compared like with like. Arrays may be numpy arrays or torch tensors; the
 chain's noise comes from the matching library, seeded from ``seed``.
 
 References
