@@ -4,7 +4,7 @@ The batched trainer (:mod:`.train`) runs every minibatch step as a handful of ba
 operations over the chunk's nets; for small nets (the Swiss roll's ``d = 2``, Curie-Weiss' ``d = 64``)
 each of them is tiny and the ``(nets, batch, hidden)`` activations go through memory several times
 per step. Here one numba kernel runs a whole epoch: parallel over the chunk's nets (``prange``), each
-net's forward pass, backward pass and Adam update are done sample by sample with the net's
+net's forward pass, backward pass and Adam update are done four samples at a time with the net's
 weights, gradients and Adam moments kept in cache, and no ``(batch, hidden)`` activation is stored.
 
 It consumes exactly the randomness of the batched trainer (the permutations and noise of
@@ -50,17 +50,18 @@ def use_fused(device, d: int, hidden: int, batch: int) -> bool:
     """Whether :func:`physdiff.ddpm.train` runs its epochs with :func:`train_epoch`.
 
     Only on the CPU (and the trainer uses it only with its own optimiser, :class:`.train.StackedAdam`,
-    not with a custom ``optimizer=``). ``MODE = "auto"``
-    applies the rule measured on 2 CPU cores (``benchmarks/bench_train.py``): the fused kernel
-    wins while one net's weights, gradients and moments (``~ 8 d H`` floats) stay in the core's
-    cache, i.e. ``d * hidden <= 2 ** 16``; bigger nets (MNIST, ``d = 784``) are faster as batched
-    matmuls.
+    not with a custom ``optimizer=``). ``MODE = "auto"`` applies a rule measured per CPU second on
+    one core (torch and numba one thread each): the fused epoch took 0.13x (d = 2, H = 1000),
+    0.65x (d = 64, H = 160), 0.80x (d = 128 or 256, d H = 2^16) and 0.85x (d = 256, H = 512) of the
+    batched path's time, and it parallelises over nets without synchronisation, so it is used for
+    ``d * hidden <= 2 ** 17``; larger nets (MNIST, d = 784 with hidden 1600) keep the batched
+    matmuls, whose GEMMs are then large enough to run near the cores' peak.
     """
     if torch.device(device).type != "cpu" or MODE == "never":
         return False
     if MODE == "always":
         return True
-    return d * hidden <= (1 << 16)
+    return d * hidden <= (1 << 17)
 
 
 def train_epoch(params, opt, x0, perms, noise, sa, s1, w, batch: int, activation: str, steps,
@@ -143,52 +144,100 @@ def _adam(p, g, m, v, step_size, bc2_sqrt, beta2, omb1, omb2, eps):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _sample_step(xb, e, w1, b1, w2t, b2, z, dz, g, g1, gb1, g2t, gb2, coef, relu):
-    """Forward and backward of one sample ``xb`` (d,) with target ``e`` (d,); accumulates the
-    gradients ``g1`` (d, H), ``gb1`` (H,), ``g2t`` (d, H), ``gb2`` (d,); returns the squared error."""
+def _block_step(xb, e, nv, w1, b1, w2t, b2, z, dz, g, g1, gb1, g2t, gb2, coef, relu):
+    """Forward and backward of 4 samples (rows of ``xb``, targets ``e``, both (4, d)), accumulating
+    the gradients ``g1`` (d, H), ``gb1`` (H,), ``g2t`` (d, H), ``gb2`` (d,); ``z``, ``dz`` (4, H) are
+    scratch. Every weight and gradient row is read once per 4 samples (from L1), and every inner
+    loop runs over the H contiguous hidden units (vectorised). Rows ``>= nv`` are padding (zero
+    gradient). Returns the summed squared error of the ``nv`` valid rows."""
     d, H = w1.shape
+    z0, z1, z2, z3 = z[0], z[1], z[2], z[3]
+    d0, d1, d2, d3 = dz[0], dz[1], dz[2], dz[3]
     for j in range(H):
-        z[j] = b1[j]
+        bj = b1[j]
+        z0[j] = bj
+        z1[j] = bj
+        z2[j] = bj
+        z3[j] = bj
     for c in range(d):
-        xc = xb[c]
+        x0, x1, x2, x3 = xb[0, c], xb[1, c], xb[2, c], xb[3, c]
+        wr = w1[c]
         for j in range(H):
-            z[j] += xc * w1[c, j]
+            wj = wr[j]
+            z0[j] += x0 * wj
+            z1[j] += x1 * wj
+            z2[j] += x2 * wj
+            z3[j] += x3 * wj
     if relu:
         for j in range(H):
-            if z[j] < 0:  # NaN passes through, as in torch.relu
-                z[j] = 0
+            if z0[j] < 0:
+                z0[j] = 0
+            if z1[j] < 0:
+                z1[j] = 0
+            if z2[j] < 0:
+                z2[j] = 0
+            if z3[j] < 0:
+                z3[j] = 0
     sq = 0.0
     for c in range(d):
-        s = b2[c]
+        wr = w2t[c]
+        s0 = np.float32(0)
+        s1 = np.float32(0)
+        s2 = np.float32(0)
+        s3 = np.float32(0)
         for j in range(H):
-            s += z[j] * w2t[c, j]
-        r = s - e[c]
-        sq += r * r
-        g[c] = coef * r
-        gb2[c] += g[c]
+            wj = wr[j]
+            s0 += z0[j] * wj
+            s1 += z1[j] * wj
+            s2 += z2[j] * wj
+            s3 += z3[j] * wj
+        for s, acc in ((0, s0), (1, s1), (2, s2), (3, s3)):
+            if s < nv:
+                r = (b2[c] + acc) - e[s, c]
+                sq += r * r
+                g[s, c] = coef * r
+                gb2[c] += g[s, c]
+            else:
+                g[s, c] = 0
     for j in range(H):
-        dz[j] = 0
+        d0[j] = 0
+        d1[j] = 0
+        d2[j] = 0
+        d3[j] = 0
     for c in range(d):
-        gc = g[c]
+        g0, g1_, g2, g3 = g[0, c], g[1, c], g[2, c], g[3, c]
+        wr = w2t[c]
+        gr = g2t[c]
         for j in range(H):
-            dz[j] += gc * w2t[c, j]
-            g2t[c, j] += gc * z[j]
+            wj = wr[j]
+            d0[j] += g0 * wj
+            d1[j] += g1_ * wj
+            d2[j] += g2 * wj
+            d3[j] += g3 * wj
+            gr[j] += g0 * z0[j] + g1_ * z1[j] + g2 * z2[j] + g3 * z3[j]
     if relu:
         for j in range(H):
-            if z[j] <= 0:
-                dz[j] = 0
+            if z0[j] <= 0:
+                d0[j] = 0
+            if z1[j] <= 0:
+                d1[j] = 0
+            if z2[j] <= 0:
+                d2[j] = 0
+            if z3[j] <= 0:
+                d3[j] = 0
     for c in range(d):
-        xc = xb[c]
+        x0, x1, x2, x3 = xb[0, c], xb[1, c], xb[2, c], xb[3, c]
+        gr = g1[c]
         for j in range(H):
-            g1[c, j] += xc * dz[j]
+            gr[j] += x0 * d0[j] + x1 * d1[j] + x2 * d2[j] + x3 * d3[j]
     for j in range(H):
-        gb1[j] += dz[j]
+        gb1[j] += d0[j] + d1[j] + d2[j] + d3[j]
     return sq
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def _epoch_kernel(x0, perms, noise, W1, b1, W2, b2, mW1, vW1, mb1, vb1, mW2, vW2, mb2, vb2,
-                  sa, s1, w, step_size, bc2_sqrt, omb1, omb2, beta2, eps, B, relu, loss, bad):
+                   sa, s1, w, step_size, bc2_sqrt, omb1, omb2, beta2, eps, B, relu, loss, bad):
     C, d, H = W1.shape
     n = x0.shape[0]
     nb = (n + B - 1) // B
@@ -201,10 +250,11 @@ def _epoch_kernel(x0, perms, noise, W1, b1, W2, b2, mW1, vW1, mb1, vb1, mW2, vW2
         g2t = np.empty((d, H), np.float32)
         gb1 = np.empty(H, np.float32)
         gb2 = np.empty(d, np.float32)
-        z = np.empty(H, np.float32)
-        dz = np.empty(H, np.float32)
-        xb = np.empty(d, np.float32)
-        g = np.empty(d, np.float32)
+        z = np.empty((4, H), np.float32)
+        dz = np.empty((4, H), np.float32)
+        xb = np.zeros((4, d), np.float32)
+        e = np.zeros((4, d), np.float32)
+        g = np.empty((4, d), np.float32)
         acc = 0.0
         for k in range(nb):
             lo = k * B
@@ -215,12 +265,14 @@ def _epoch_kernel(x0, perms, noise, W1, b1, W2, b2, mW1, vW1, mb1, vb1, mW2, vW2
             gb2[:] = 0
             coef = np.float32(2.0 * w[i] / ((hi - lo) * d))
             sq = 0.0
-            for b in range(lo, hi):
-                p = perms[i, b]
-                e = noise[i, b]
-                for c in range(d):
-                    xb[c] = sa[i] * x0[p, c] + s1[i] * e[c]
-                sq += _sample_step(xb, e, w1, bi1, w2t, bi2, z, dz, g, g1, gb1, g2t, gb2, coef, relu)
+            for b0 in range(lo, hi, 4):
+                nv = min(4, hi - b0)
+                for s in range(nv):
+                    p = perms[i, b0 + s]
+                    for c in range(d):
+                        e[s, c] = noise[i, b0 + s, c]
+                        xb[s, c] = sa[i] * x0[p, c] + s1[i] * e[s, c]
+                sq += _block_step(xb, e, nv, w1, bi1, w2t, bi2, z, dz, g, g1, gb1, g2t, gb2, coef, relu)
             per_t = np.float32(sq / ((hi - lo) * d))
             if not np.isfinite(per_t):
                 bad[i] = k
