@@ -373,7 +373,7 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
         ``digits``, ``image_shape``, ``N``, ``beta``); ``image_shape`` must multiply to ``d``.
     weights : array (T,) of float > 0, optional
         Per-timestep loss weights ``w_t`` replacing those of ``config.loss`` (:func:`loss_weights`),
-        for studies of the weighting (``physdiff.experiments.variants``).
+        for studies of the weighting (the ``variants`` study).
     optimizer : callable, optional
         ``optimizer(params, lrs)`` returning an object with :class:`StackedAdam`'s interface
         (``step``, ``state_tensors``, ``load_state_tensors``) for the stacked parameters of a chunk

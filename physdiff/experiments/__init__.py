@@ -4,6 +4,5 @@ The CLI holds no logic of its own and ``studies/`` is not part of the installed 
 pipelines (data -> model -> samples -> metrics -> Datasets -> figures) live here and both call them.
 """
 
-from .train import sample_job, train_job
-
-__all__ = ["train_job", "sample_job"]
+# the train and sample jobs moved to physdiff.jobs
+__all__: list[str] = []
