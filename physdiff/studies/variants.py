@@ -665,7 +665,7 @@ def _swiss_roll_panel(ax, xs: np.ndarray, turns: float) -> None:
     from ..theory.swiss_roll import swiss_roll_curve
 
     curve = swiss_roll_curve(np.linspace(0.0, turns * np.pi, 400))
-    ax.plot(curve[:, 0], curve[:, 1], c="0.6", lw=2)
+    ax.plot(curve[:, 0], curve[:, 1], c="0.6", lw=1)
     ax.scatter(xs[:, 0], xs[:, 1], s=1, c="C3", rasterized=True)
     lim = 1.15 * float(np.nanmax(np.abs(curve)))
     ax.set_xlim(-lim, lim)
