@@ -45,10 +45,10 @@ class Params:
 
     d: tuple[int, ...] = field(default=(256, 1024, 4096), metadata={"help": "dimensions of the data"})
     sigma: float = field(default=1.0, metadata={"help": "standard deviation of each cluster", "coord": True})
-    n_pairs: int = field(default=1000, metadata={"help": "clone pairs per dimension"})
-    T: int = field(default=400, metadata={"help": "steps of the reverse chain"})
+    n_pairs: int = field(default=600, metadata={"help": "clone pairs per dimension"})
+    T: int = field(default=300, metadata={"help": "steps of the reverse chain"})
     t_max: float = field(default=6.5, metadata={"help": "physical time at step T"})
-    offsets: tuple[float, ...] = field(default=(-1.5, -1.0, -0.6, -0.3, -0.15, 0.0, 0.15, 0.3, 0.6, 1.0, 1.5),
+    offsets: tuple[float, ...] = field(default=(-1.2, -0.8, -0.4, -0.2, 0.0, 0.2, 0.4, 0.8, 1.2),
                                        metadata={"help": "branch times relative to (1/2) log Lambda"})
     seed: int = field(default=0, metadata={"help": "random seed", "coord": True})
 

@@ -52,11 +52,20 @@ def _check_described(ds: xr.Dataset, study, params, key: str) -> None:
     assert "t" not in ds.dims, f"{where}: name the step dimension 'step'"
 
 
+def _tiny(study, request) -> dict:
+    """The study's TINY overrides; a ``data_dir`` points at the MNIST files (skip without them)."""
+    values = dict(study.TINY)
+    if "data_dir" in {f.name for f in dataclasses.fields(study.Params)}:
+        values["data_dir"] = str(request.getfixturevalue("mnist_dir"))
+    return values
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_every_study_runs_tiny_with_the_same_numbers_from_api_and_cli(name, tmp_path):
+def test_every_study_runs_tiny_with_the_same_numbers_from_api_and_cli(name, tmp_path, request):
     study = studies.get(name)
-    params = study.Params(**study.TINY)
-    api = physdiff.study(name, out=tmp_path / "api", **study.TINY)
+    tiny = _tiny(study, request)
+    params = study.Params(**tiny)
+    api = physdiff.study(name, out=tmp_path / "api", **tiny)
     assert api and set(api) == {p.stem for p in (tmp_path / "api").glob("*.nc")}
     assert list((tmp_path / "api").glob("*.png")), f"{name}: plot() drew no figure"
     for key, ds in api.items():
@@ -64,7 +73,7 @@ def test_every_study_runs_tiny_with_the_same_numbers_from_api_and_cli(name, tmp_
         xr.testing.assert_equal(results.open_dataset(tmp_path / "api" / f"{key}.nc"), ds)
 
     out = tmp_path / "cli"
-    assert main(["study", name, *_cli_args(study, study.TINY), "--out", str(out), "--no-progress"]) == 0
+    assert main(["study", name, *_cli_args(study, tiny), "--out", str(out), "--no-progress"]) == 0
     for key, ds in api.items():
         back = results.open_dataset(out / f"{key}.nc")
         xr.testing.assert_equal(back, ds)  # same seed, same numbers
