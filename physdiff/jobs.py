@@ -378,7 +378,7 @@ def sample(checkpoint, n: int, *, out=None, seed: int = 0, device: str = "auto",
     with stage as tmp:  # validates a directory out before any work
         model = ddpm.load(checkpoint, device=device, allow_partial=allow_partial)
         if steps is not None and steps > model.T:
-            raise ValueError(f"steps must be <= the model's T = {model.T}, got {steps}")
+            raise ValueError(f"steps (CLI --steps) must be <= the model's T = {model.T}, got {steps}")
         if not model.trained:
             warnings.warn(f"checkpoint {checkpoint} is partial: its nets have {int(model.epochs_done.min())} to "
                           f"{int(model.epochs_done.max())} of {model.config.epochs} epochs; the samples show a "
