@@ -287,12 +287,12 @@ def eps_loss(model, x0, seed: SeedLike = None, batch: int = 1024) -> np.ndarray:
 
     One fresh ``eps ~ N(0, I)`` per image and step, ``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 -
     alpha_bar_t) eps`` [Ho20, eq. 4, Algorithm 1]; the mean is over images and dimensions (the
-    loss :func:`physdiff.ddpm.train` minimises). Equal seeds give equal noise, so two models
-    evaluated with one seed are compared on the same draws.
+    loss :func:`physdiff.ddpm.train` minimises). Equal seeds give equal noise; a sequence of models
+    (sharing one schedule) is evaluated on the very same draws, generated once.
 
     Parameters
     ----------
-    model : physdiff.ddpm.DDPM
+    model : physdiff.ddpm.DDPM or sequence of DDPM
     x0 : array_like, shape (n, d)
     seed : int, Generator or None
     batch : int >= 1
@@ -300,22 +300,32 @@ def eps_loss(model, x0, seed: SeedLike = None, batch: int = 1024) -> np.ndarray:
 
     Returns
     -------
-    ndarray, float64, shape (T,)
+    ndarray, float64, shape (T,), or (len(model), T) for a sequence
         The loss of steps ``1..T`` (dimensionless).
+
+    Raises
+    ------
+    ValueError
+        Models with different schedules, or ``x0`` of the wrong width.
     """
     import torch
 
-    x0 = np.ascontiguousarray(as_samples("x0", x0, dtype=np.float32, d=model.d))
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    first = models[0]
+    if any(m.schedule != first.schedule for m in models):
+        raise ValueError("the models of eps_loss must share one schedule")
+    x0 = np.ascontiguousarray(as_samples("x0", x0, dtype=np.float32, d=first.d))
     batch = check_positive_int("batch", batch)
     rng = as_generator(seed)
-    out = np.empty(model.T)
-    for t in range(1, model.T + 1):
-        ab = float(model.schedule.alpha_bar[t])
+    out = np.zeros((len(models), first.T))
+    for t in range(1, first.T + 1):
+        ab = float(first.schedule.alpha_bar[t])
         eps = rng.standard_normal(x0.shape, dtype=np.float32)
-        total = 0.0
         for i in range(0, x0.shape[0], batch):
-            e = torch.from_numpy(eps[i:i + batch]).to(model.device)
-            x_t = np.sqrt(ab) * torch.from_numpy(x0[i:i + batch]).to(model.device) + np.sqrt(1.0 - ab) * e
-            total += float((torch.as_tensor(model.eps(x_t, t)) - e).double().square().sum())
-        out[t - 1] = total / x0.size
-    return out
+            e = torch.from_numpy(eps[i:i + batch])
+            x_t = np.sqrt(ab) * torch.from_numpy(x0[i:i + batch]) + np.sqrt(1.0 - ab) * e
+            for k, m in enumerate(models):
+                err = torch.as_tensor(m.eps(x_t.to(m.device), t)).cpu() - e
+                out[k, t - 1] += float(err.double().square().sum())
+    out /= x0.size
+    return out if isinstance(model, (list, tuple)) else out[0]

@@ -77,8 +77,9 @@ def _losses(p, setup, lin, lin_init) -> np.ndarray:
         return x[np.sort(np.random.default_rng([p.seed, key]).permutation(len(x))[:min(p.n_loss_images, len(x))])]
 
     sets = (subset(setup.x_train, 6), subset(setup.x_held, 9))
-    return np.stack([[eps_loss(m, xs, seed=np.random.default_rng([p.seed, 8, k])) for k, xs in enumerate(sets)]
-                     for m in (lin_init, lin, setup.model)])
+    models = [lin_init, lin, setup.model]
+    return np.stack([eps_loss(models, xs, seed=np.random.default_rng([p.seed, 8, k])) for k, xs in enumerate(sets)],
+                    axis=1)
 
 
 def _sample_rows(p, setup, samples, clf) -> dict:

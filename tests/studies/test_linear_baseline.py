@@ -34,7 +34,11 @@ def test_gaussian_optimal_loss_is_the_gaussian_init_nets_loss():
     cfg = ddpm.TrainConfig(schedule={"name": "linear", "beta_start": 0.05, "beta_end": 0.5}, T=6, hidden=8,
                            epochs=1, batch=1000, seed=0, device="cpu")
     like = ddpm.train(x[:2000], cfg, progress=False, log=None)
-    mc = eps_loss(gaussian_init_model(x, like), x, seed=1)
+    init = gaussian_init_model(x, like)
+    mc = eps_loss(init, x, seed=1)
+    pair = eps_loss([init, like], x[:500], seed=3)  # one set of draws for both models
+    np.testing.assert_array_equal(pair[0], eps_loss(init, x[:500], seed=3))
+    np.testing.assert_array_equal(pair[1], eps_loss(like, x[:500], seed=3))
     c = np.cov(x.astype(np.float64), rowvar=False)
     lam = np.linalg.eigvalsh(c)
     ab = like.schedule.alpha_bar[1:]
