@@ -235,6 +235,75 @@ def _block_step(xb, e, nv, w1, b1, w2t, b2, z, dz, g, g1, gb1, g2t, gb2, coef, r
     return sq
 
 
+@njit(cache=True, fastmath=_FASTMATH)
+def _block_step_d2(xb, e, nv, w1, b1, w2t, b2, g, g1, gb1, g2t, gb2, coef, relu):
+    """``_block_step`` for ``d = 2`` (the Swiss roll): two passes over the hidden units with every
+    sample's values in registers, no scratch rows. Pass 1 accumulates the predictions; pass 2
+    recomputes the pre-activations (4 FMAs per unit and sample) and accumulates every gradient."""
+    H = w1.shape[1]
+    x00, x01, x10, x11 = xb[0, 0], xb[0, 1], xb[1, 0], xb[1, 1]
+    x20, x21, x30, x31 = xb[2, 0], xb[2, 1], xb[3, 0], xb[3, 1]
+    wa, wb, bb, va, vb = w1[0], w1[1], b1, w2t[0], w2t[1]
+    p00 = p01 = p10 = p11 = p20 = p21 = p30 = p31 = np.float32(0)
+    zero = np.float32(0)
+    for j in range(H):
+        z0 = bb[j] + x00 * wa[j] + x01 * wb[j]
+        z1 = bb[j] + x10 * wa[j] + x11 * wb[j]
+        z2 = bb[j] + x20 * wa[j] + x21 * wb[j]
+        z3 = bb[j] + x30 * wa[j] + x31 * wb[j]
+        if relu:
+            z0 = z0 if not z0 < zero else zero  # NaN passes through, as in torch.relu
+            z1 = z1 if not z1 < zero else zero
+            z2 = z2 if not z2 < zero else zero
+            z3 = z3 if not z3 < zero else zero
+        p00 += z0 * va[j]
+        p01 += z0 * vb[j]
+        p10 += z1 * va[j]
+        p11 += z1 * vb[j]
+        p20 += z2 * va[j]
+        p21 += z2 * vb[j]
+        p30 += z3 * va[j]
+        p31 += z3 * vb[j]
+    sq = 0.0
+    preds = ((p00, p01), (p10, p11), (p20, p21), (p30, p31))
+    for s in range(4):
+        for c in range(2):
+            if s < nv:
+                r = (b2[c] + preds[s][c]) - e[s, c]
+                sq += r * r
+                g[s, c] = coef * r
+                gb2[c] += g[s, c]
+            else:
+                g[s, c] = 0
+    g00, g01, g10, g11 = g[0, 0], g[0, 1], g[1, 0], g[1, 1]
+    g20, g21, g30, g31 = g[2, 0], g[2, 1], g[3, 0], g[3, 1]
+    ga, gb, ua, ub, gbb = g1[0], g1[1], g2t[0], g2t[1], gb1
+    for j in range(H):
+        z0 = bb[j] + x00 * wa[j] + x01 * wb[j]
+        z1 = bb[j] + x10 * wa[j] + x11 * wb[j]
+        z2 = bb[j] + x20 * wa[j] + x21 * wb[j]
+        z3 = bb[j] + x30 * wa[j] + x31 * wb[j]
+        d0 = g00 * va[j] + g01 * vb[j]
+        d1 = g10 * va[j] + g11 * vb[j]
+        d2 = g20 * va[j] + g21 * vb[j]
+        d3 = g30 * va[j] + g31 * vb[j]
+        if relu:
+            d0 = d0 if z0 > zero else zero
+            d1 = d1 if z1 > zero else zero
+            d2 = d2 if z2 > zero else zero
+            d3 = d3 if z3 > zero else zero
+            z0 = z0 if z0 > zero else zero
+            z1 = z1 if z1 > zero else zero
+            z2 = z2 if z2 > zero else zero
+            z3 = z3 if z3 > zero else zero
+        ua[j] += g00 * z0 + g10 * z1 + g20 * z2 + g30 * z3
+        ub[j] += g01 * z0 + g11 * z1 + g21 * z2 + g31 * z3
+        ga[j] += x00 * d0 + x10 * d1 + x20 * d2 + x30 * d3
+        gb[j] += x01 * d0 + x11 * d1 + x21 * d2 + x31 * d3
+        gbb[j] += d0 + d1 + d2 + d3
+    return sq
+
+
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def _epoch_kernel(x0, perms, noise, W1, b1, W2, b2, mW1, vW1, mb1, vb1, mW2, vW2, mb2, vb2,
                    sa, s1, w, step_size, bc2_sqrt, omb1, omb2, beta2, eps, B, relu, loss, bad):
@@ -272,7 +341,10 @@ def _epoch_kernel(x0, perms, noise, W1, b1, W2, b2, mW1, vW1, mb1, vb1, mW2, vW2
                     for c in range(d):
                         e[s, c] = noise[i, b0 + s, c]
                         xb[s, c] = sa[i] * x0[p, c] + s1[i] * e[s, c]
-                sq += _block_step(xb, e, nv, w1, bi1, w2t, bi2, z, dz, g, g1, gb1, g2t, gb2, coef, relu)
+                if d == 2:
+                    sq += _block_step_d2(xb, e, nv, w1, bi1, w2t, bi2, g, g1, gb1, g2t, gb2, coef, relu)
+                else:
+                    sq += _block_step(xb, e, nv, w1, bi1, w2t, bi2, z, dz, g, g1, gb1, g2t, gb2, coef, relu)
             per_t = np.float32(sq / ((hi - lo) * d))
             if not np.isfinite(per_t):
                 bad[i] = k
@@ -289,3 +361,4 @@ def _epoch_kernel(x0, perms, noise, W1, b1, W2, b2, mW1, vW1, mb1, vb1, mW2, vW2
         mW2[i][:, :] = m2t.T
         vW2[i][:, :] = v2t.T
         loss[i] = acc
+

@@ -54,9 +54,11 @@ def reference_nets(x0, config, sequential_net):
     return nets, losses
 
 
-@pytest.mark.parametrize("loss,activation", [("simple", "relu"), ("weighted", "relu"), ("simple", "linear")])
-def test_fused_equals_per_net_torch_adam(loss, activation, always, sequential_net):
-    x0 = tiny_data()
+@pytest.mark.parametrize("loss,activation,d", [("simple", "relu", D), ("weighted", "relu", D), ("simple", "linear", D),
+                                               ("simple", "relu", 2), ("weighted", "linear", 2)])
+def test_fused_equals_per_net_torch_adam(loss, activation, d, always, sequential_net):
+    # d = 2 runs the kernel's two-pass special case (the Swiss roll), d = 3 the general one
+    x0 = tiny_data(d=d)
     cfg = tiny_config(loss=loss, activation=activation)
     model = ddpm.train(x0, cfg, progress=False, log=None)
     nets, losses = reference_nets(x0, cfg, sequential_net)
