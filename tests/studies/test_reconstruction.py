@@ -78,3 +78,21 @@ def test_study_on_tiny_params(mnist_dir):
     assert set(st.plot({"reconstruction": ds})) == {"reconstruction", "reconstruction_scores"}
     with pytest.raises(ValueError, match="t_start"):
         st.Params(t_start=(1001,))
+
+
+def test_study_from_a_checkpoint_rebuilds_its_training_set(mnist_dir, tmp_path):
+    from physdiff import datasets
+
+    x, meta = datasets.load_training_data("mnist", digits=(0, 1), data_dir=mnist_dir)
+    cfg = ddpm.get_config("mnist", "quick", T=25, hidden=8, epochs=1, init="random", device="cpu", batch=512)
+    ddpm.train(x, cfg, progress=False, log=None, metadata=meta).save(tmp_path / "ck")
+    st = studies.get("reconstruction")
+    small = dict(data_dir=str(mnist_dir), classifier_images=2000, classifier_epochs=1, t_start=(0, 100), n_images=2,
+                 n_recon=1, n_show=1, n_examples=1)
+    ds = st.run(st.Params(checkpoint=str(tmp_path / "ck"), **small))["reconstruction"]
+    assert ds.attrs["n_heldout"] == 2115 and float(ds["l2_mean"].sel(step=0)) == 0.0
+    # a model whose recorded fingerprint is not that of the rebuilt images is refused
+    bad = ddpm.load(tmp_path / "ck")
+    ddpm.DDPM(bad.model, bad.schedule, bad.config, data=dict(bad.data, sha256="0" * 64)).save(tmp_path / "bad")
+    with pytest.raises(ValueError, match="fingerprint"):
+        st.run(st.Params(checkpoint=str(tmp_path / "bad"), **small))
