@@ -211,9 +211,16 @@ def _check_parent_writable(target: Path, what: str) -> None:
     except (FileExistsError, NotADirectoryError):
         raise FileExistsError(f"cannot write {what} {target}: a parent on the way is a file, not a "
                               "directory; choose another output path") from None
+    msg = (f"cannot write {what} {target}: its folder {parent} is not writable; choose another output path "
+           "or fix the permissions")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write {what} {target}: its folder {parent} is not writable; choose "
-                              "another output path or fix the permissions")
+        raise PermissionError(msg)
+    try:  # os.access says yes to root everywhere: probe for real (read-only mounts, EPERM, ...)
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}{_TMP_TAG}{os.getpid()}-probe", dir=parent)
+    except OSError as exc:
+        raise PermissionError(f"{msg} ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _exchange(a: Path, b: Path) -> bool:

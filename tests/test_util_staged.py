@@ -201,3 +201,29 @@ def test_force_without_rename_exchange(tmp_path, monkeypatch):
         (tmp / "b").write_text("new")
     assert _snapshot(out) == {"b": b"new"}
     assert _siblings(out) == []
+
+
+def test_unwritable_parent_found_by_probing(tmp_path, monkeypatch):
+    # os.access says yes to root even where nothing can be created (read-only mounts, EPERM): probe
+    import tempfile
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError, match="not writable.*Permission denied"):
+        with staged_output(tmp_path / "run"):
+            raise AssertionError("the body must not run")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_parent(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(PermissionError, match=str(ro)):
+            with staged_output(ro / "run"):
+                pass
+    finally:
+        ro.chmod(0o755)
