@@ -482,8 +482,9 @@ def mnist_classifier(data_dir=None, *, epochs: int = 3, seed: int = 0, n_train: 
     are written (atomically, as safetensors with the settings, the accuracy and the training time
     in the header) to ``cache_dir/mnist-classifier-<key>.safetensors``, where ``key`` hashes the
     SHA-256 of the training images and labels, the training settings and the network's version; a
-    later call with the same data and settings loads them instead of training. Training takes about
-    a minute for 3 epochs on one CPU core (measured: see ``train_time_s``); about 99% test accuracy.
+    later call with the same data and settings loads them instead of training (under a second).
+    Measured with the defaults (3 epochs, one thread): 39 s of training on a shared 2-core machine,
+    94 s under heavy load, and a test accuracy of 0.9895.
 
     Parameters
     ----------
