@@ -121,9 +121,8 @@ def test_params_are_validated():
 def test_study_refuses_a_model_that_is_not_mnist(tmp_path):
     cfg = ddpm.TrainConfig(schedule={"name": "linear", "beta_start": 0.02, "beta_end": 0.6}, T=4, hidden=4,
                            epochs=1, batch=64, seed=0, device="cpu")
-    m = ddpm.train(np.random.default_rng(0).standard_normal((50, 2)), cfg, progress=False, log=None,
-                   metadata={"dataset": "swiss-roll"})
-    m.save(tmp_path / "sr")
+    net = ddpm.StackedAutoencoders(4, 2, 4, "relu", seed=0)
+    ddpm.DDPM(net, cfg.make_schedule(), cfg, data={"dataset": "swiss-roll"}).save(tmp_path / "sr")
     st = studies.get("mnist-cloning")
     with pytest.raises(ValueError, match="not an MNIST model"):
         st.run(st.Params(checkpoint=str(tmp_path / "sr")))
