@@ -307,20 +307,51 @@ def staged_output(out: str | os.PathLike, *, force: bool = False, resume: bool =
         raise FileExistsError(f"output directory {target} already holds a run; pass --force (force=True) to "
                               "replace it once the new run has completed, or choose another output directory")
     _check_parent_writable(target, "output directory")
-    clean_stale(target)
-    tmp = target.with_name(f".{target.name}{_TMP_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    if resume and target.is_dir():
-        shutil.copytree(target, tmp, symlinks=True)
-    else:
-        tmp.mkdir()
-    os.chmod(tmp, 0o777 & ~_umask())
+    with _writer_lock(target):
+        clean_stale(target)
+        tmp = target.with_name(f".{target.name}{_TMP_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        if resume and target.is_dir():
+            shutil.copytree(target, tmp, symlinks=True)
+        else:
+            tmp.mkdir()
+        os.chmod(tmp, 0o777 & ~_umask())
+        try:
+            yield tmp
+            _fsync_tree(tmp)
+            replace_dir(tmp, target)
+        finally:
+            if os.path.lexists(tmp):
+                _remove(tmp)
+
+
+@contextlib.contextmanager
+def _writer_lock(target: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``.<name>.lock`` beside ``target`` while writing it.
+
+    A second process writing the same output fails at once with ``FileExistsError`` instead of
+    mixing its files with the first one's. The kernel releases the lock when its holder dies, so a
+    killed run never blocks the next one; the lock file is removed on exit.
+    """
     try:
-        yield tmp
-        _fsync_tree(tmp)
-        replace_dir(tmp, target)
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    lock = target.with_name(f".{target.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileExistsError(f"{target} is being written by another running physdiff process; wait for it "
+                                  "to finish, or choose another output directory") from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
     finally:
-        if os.path.lexists(tmp):
-            _remove(tmp)
+        os.close(fd)
 
 
 @contextlib.contextmanager

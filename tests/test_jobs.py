@@ -166,7 +166,7 @@ def test_sample_file_and_directory(trained, tmp_path):
 
 
 @pytest.mark.parametrize("kw, match", [(dict(n=0), "n must be >= 1"), (dict(steps=0), "steps must be >= 1"),
-                                       (dict(sampler="euler"), "sampler"), (dict(steps=10**6), "steps must be <=")])
+                                       (dict(sampler="euler"), "sampler"), (dict(steps=10**6), r"steps \(CLI --steps\) must be <=")])
 def test_sample_bad_arguments(trained, tmp_path, kw, match):
     args = {"n": 4, **kw}
     with pytest.raises(ValueError, match=match):

@@ -151,7 +151,7 @@ def test_kill_leaves_old_run_and_next_run_cleans_up(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert _snapshot(out) == {"a": b"old"}
-    stale = _siblings(out)
+    stale = [s for s in _siblings(out) if s != ".run.lock"]  # the lock file stays (its lock died with the process)
     assert len(stale) == 1 and stale[0].startswith(f".run.tmp-{proc.pid}-")
     with staged_output(out, force=True) as tmp:
         (tmp / "a").write_text("newer")
@@ -227,3 +227,14 @@ def test_read_only_parent(tmp_path):
                 pass
     finally:
         ro.chmod(0o755)
+
+
+def test_a_second_writer_of_the_same_output_is_refused(tmp_path):
+    out = tmp_path / "run"
+    with staged_output(out) as tmp:
+        (tmp / "a").write_text("first")
+        with pytest.raises(FileExistsError, match="another running physdiff process"):
+            with staged_output(out):
+                pass
+    assert (out / "a").read_text() == "first"
+    assert _siblings(out) == []
