@@ -385,7 +385,13 @@ def run(params: Params, progress: bool = False) -> dict[str, xr.Dataset]:
     from ..reverse import crossing_time
     from ..theory import gaussian
 
+    from .. import ddpm
+
     p = params
+    if p.branch_steps and not p.checkpoint:  # before the training: the T of the model trained here
+        T = ddpm.get_config("mnist", p.preset, T=p.T or None).T
+        if max(p.branch_steps) > T:
+            raise ValueError(f"branch_steps must lie in 1..{T} (the model's T), got {p.branch_steps}")
     setup = mnist_setup(p, progress)
     model, digits = setup.model, setup.digits
     if len(digits) != 2:

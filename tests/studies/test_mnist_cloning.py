@@ -118,6 +118,12 @@ def test_params_are_validated():
             P(**bad)
 
 
+def test_branch_steps_beyond_T_are_refused_before_training():
+    st = studies.get("mnist-cloning")
+    with pytest.raises(ValueError, match="branch_steps must lie in 1..25"):
+        st.run(st.Params(T=25, branch_steps=(5, 26), data_dir="/nonexistent"))
+
+
 def test_study_refuses_a_model_that_is_not_mnist(tmp_path):
     cfg = ddpm.TrainConfig(schedule={"name": "linear", "beta_start": 0.02, "beta_end": 0.6}, T=4, hidden=4,
                            epochs=1, batch=64, seed=0, device="cpu")
