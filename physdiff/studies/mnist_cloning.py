@@ -382,10 +382,9 @@ def run(params: Params, progress: bool = False) -> dict[str, xr.Dataset]:
         As :func:`physdiff.studies._mnist.mnist_setup`; a checkpoint not trained on two digits;
         branch steps outside ``1..T``.
     """
+    from .. import ddpm
     from ..reverse import crossing_time
     from ..theory import gaussian
-
-    from .. import ddpm
 
     p = params
     if p.branch_steps and not p.checkpoint:  # before the training: the T of the model trained here
@@ -451,9 +450,11 @@ _CROSSINGS = {
 
 def _dataset(p, setup, geo, det, cross, ref) -> xr.Dataset:
     """The ``speciation`` Dataset."""
+    from ..theory.gaussian import PHI_SPECIATION
+
     res, dig = det["res"], np.asarray(setup.digits)
     scal = {"Lambda": geo["Lambda"], "speciation_time_theory": ref["t_S"], "speciation_step": ref["k_S"],
-            "level": 0.7752, "level_matched": ref["level_matched"], "baseline": res.baseline,
+            "level": PHI_SPECIATION, "level_matched": ref["level_matched"], "baseline": res.baseline,
             "neither_share": det["invalid_share"], "m_norm": geo["m_norm"], "gamma": geo["gamma"],
             "weight_plus": geo["weight_plus"], "axis_overlap": geo["overlap"],
             "classifier_test_accuracy": float(getattr(ref["clf"], "test_accuracy", math.nan))}
