@@ -9,6 +9,7 @@ References
 [SD15] Sohl-Dickstein, Weiss, Maheswaranathan, Ganguli (2015), Deep Unsupervised Learning using
     Nonequilibrium Thermodynamics, arXiv:1503.03585.
 [Thesis] Bustinduy de la Guerra (2024), Out-of-Equilibrium Machine Learning (UCM), Table 2.
+[BM23] Biroli, Mezard (2023), Generative diffusion in very large dimensions, arXiv:2306.03518.
 LeCun, Bottou, Bengio, Haffner (1998), the MNIST database; IDX file format described at
     http://yann.lecun.com/exdb/mnist/.
 """
@@ -423,7 +424,7 @@ def swiss_roll(n: int, turns: float = 2.0, noise: float | None = None,
 
     ``theta ~ U[0, turns*pi]``, ``r = 5 + theta``, point ``(r cos theta, r sin theta) + noise * xi``
     with ``xi ~ N(0, I_2)``, all divided by 12 ([Thesis] sec. on the Swiss roll and Table 2;
-    REFERENCES.md sec. 7).
+    ``docs/theory.md``, "The Swiss roll").
 
     Parameters
     ----------
@@ -464,7 +465,7 @@ def swiss_roll(n: int, turns: float = 2.0, noise: float | None = None,
 def curie_weiss(n: int, N: int, beta: float, h: float = 0.0, seed: SeedLike = None) -> np.ndarray:
     """Exact samples of the Curie-Weiss model as ``±1`` floats.
 
-    ``q(a) ∝ exp(beta M^2/(2N) + h M)``, ``M = sum_i a_i`` (REFERENCES.md sec. 2; [BM23]); drawn by
+    ``q(a) ∝ exp(beta M^2/(2N) + h M)``, ``M = sum_i a_i`` ([BM23]); drawn by
     ``physdiff.spins.sample_curie_weiss(N, beta, h, n_samples=n, seed=seed, method="exact")``: M from
     its exact law, then a uniformly random subset of ``(N+M)/2`` spins set to +1.
 
@@ -500,8 +501,7 @@ def binary_heartbeat(n: int, length: int = 20, period: int = 5, seed: SeedLike =
 
     Sequence ``k`` is ``x[k, j] = 1`` if ``(j - phase_k) % period == 0`` else 0, with
     ``phase_k ~ U{0, ..., period-1}``, so the distribution has exactly ``period`` equally likely
-    sequences and entropy ``log2(period)`` bits (2.322 bits for ``period=5``; [SD15] sec. 3.2 and
-    REFERENCES.md sec. 7).
+    sequences and entropy ``log2(period)`` bits (2.322 bits for ``period=5``; [SD15] sec. 3.2).
 
     Parameters
     ----------

@@ -65,7 +65,7 @@ def _rescaled(T_ref: int = 1000) -> dict:
 
 #: Hyper-parameter presets: ``PRESETS[dataset][preset]`` with datasets "mnist", "swiss-roll-2",
 #: "swiss-roll-3", "curie-weiss" and presets "quick" (2 CPU cores, minutes) and "thesis"
-#: ([Thesis] Table 2, REFERENCES.md sec. 7; meant for a GPU).
+#: ([Thesis] Table 2; meant for a GPU).
 PRESETS: dict[str, dict[str, TrainConfig]] = {
     "mnist": {
         # QUICK (measured on 2 CPU cores, digits 0 and 1 of the MNIST test set, n = 2115, 256 samples,
@@ -164,7 +164,7 @@ def loss_weights(schedule: Schedule, loss: str = "simple", sigma: str = "beta") 
     posterior choice uses ``sigma_1^2 = beta_1`` instead (its reverse step adds no noise anyway).
 
     With one net and one Adam per timestep, a constant ``w_t`` barely matters: Adam's update is
-    invariant to the scale of the loss up to its ``eps`` (REFERENCES.md sec. 1).
+    invariant to the scale of the loss up to its ``eps`` ([KB15]).
 
     Raises ``ValueError`` for an unknown ``loss`` or ``sigma``.
     """
@@ -330,6 +330,52 @@ def _epoch_randomness(seed: int, steps, epoch: int, n: int, d: int, device, gen)
     return perms, noise
 
 
+def _resumed(resume, config: TrainConfig, fingerprint: str, device, say) -> tuple:
+    """(model, config, optimiser state) of an interrupted run loaded from ``resume`` (same config and data)."""
+    ddpm = load(resume, device=device, allow_partial=True)
+    diff = {k for k, v in ddpm.config.to_dict().items() if k != "device" and config.to_dict()[k] != v}
+    if config.seed is None:
+        diff.discard("seed")
+    if diff:
+        raise ValueError(f"cannot resume from {resume}: its config differs in {sorted(diff)}; pass the "
+                         "same config (or start a fresh run)")
+    if ddpm.data.get("sha256") != fingerprint:
+        raise ValueError(f"cannot resume from {resume}: it was trained on different data (n={ddpm.data.get('n')}, "
+                         f"d={ddpm.data.get('d')}); pass the same x0")
+    config = ddpm.config.replace(device=config.device)
+    ddpm.config = config
+    say(f"resuming from {resume}: {int(ddpm.epochs_done.min())}..{int(ddpm.epochs_done.max())} of "
+        f"{config.epochs} epochs done")
+    return ddpm, config, ddpm._train_state or {}
+
+
+def _fresh(x0: np.ndarray, config: TrainConfig, metadata, fingerprint: str, device) -> DDPM:
+    """A new, untrained model for data ``x0`` (initialised by ``config.init``), its data metadata checked."""
+    n, d = x0.shape
+    if config.seed is None:
+        config = config.replace(seed=int(np.random.default_rng().integers(0, 2**31 - 1)))
+    meta = dict(metadata or {})
+    image_shape = meta.get("image_shape")
+    if image_shape is not None:
+        image_shape = [int(s) for s in image_shape]
+        if int(np.prod(image_shape)) != d:
+            raise ValueError(f"metadata image_shape {image_shape} does not multiply to d={d}")
+        meta["image_shape"] = image_shape
+    try:
+        json.dumps(meta)
+    except TypeError as exc:
+        raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
+    data = {**meta, "n": int(n), "d": int(d), "sha256": fingerprint}
+    schedule = config.make_schedule()
+    model = StackedAutoencoders(config.T, d, config.hidden, config.activation, seed=config.seed, device=device)
+    if config.init == "gaussian":
+        x64 = x0.astype(np.float64)
+        model.init_gaussian(x64.mean(axis=0), np.cov(x64, rowvar=False), schedule.alpha_bar[1:],
+                            bound=float(np.abs(x64).max()))
+    return DDPM(model, schedule, config, data=data, loss_history=np.full((config.epochs, config.T), np.nan),
+                epochs_done=np.zeros(config.T, dtype=np.int64))
+
+
 def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: Callable | None = print,
           checkpoint=None, checkpoint_every: float = 60.0, on_epoch: Callable | None = None,
           metadata: dict | None = None, weights=None, optimizer: Callable | None = None, shard=None):
@@ -423,48 +469,11 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
     fingerprint = _fingerprint(x0)
 
     if resume is not None:
-        ddpm = load(resume, device=device, allow_partial=True)
-        diff = {k for k, v in ddpm.config.to_dict().items() if k != "device" and config.to_dict()[k] != v}
-        if config.seed is None:
-            diff.discard("seed")
-        if diff:
-            raise ValueError(f"cannot resume from {resume}: its config differs in {sorted(diff)}; pass the "
-                             "same config (or start a fresh run)")
-        if ddpm.data.get("sha256") != fingerprint:
-            raise ValueError(f"cannot resume from {resume}: it was trained on different data (n={ddpm.data.get('n')}, "
-                             f"d={ddpm.data.get('d')}); pass the same x0")
-        config = ddpm.config.replace(device=config.device)
-        ddpm.config = config
-        model = ddpm.model
-        state = ddpm._train_state or {}
-        say(f"resuming from {resume}: {int(ddpm.epochs_done.min())}..{int(ddpm.epochs_done.max())} of "
-            f"{config.epochs} epochs done")
+        ddpm, config, state = _resumed(resume, config, fingerprint, device, say)
     else:
-        if config.seed is None:
-            config = config.replace(seed=int(np.random.default_rng().integers(0, 2**31 - 1)))
-        meta = dict(metadata or {})
-        image_shape = meta.get("image_shape")
-        if image_shape is not None:
-            image_shape = [int(s) for s in image_shape]
-            if int(np.prod(image_shape)) != d:
-                raise ValueError(f"metadata image_shape {image_shape} does not multiply to d={d}")
-            meta["image_shape"] = image_shape
-        try:
-            json.dumps(meta)
-        except TypeError as exc:
-            raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
-        data = {**meta, "n": int(n), "d": int(d), "sha256": fingerprint}
-        schedule = config.make_schedule()
-        model = StackedAutoencoders(config.T, d, config.hidden, config.activation, seed=config.seed, device=device)
-        if config.init == "gaussian":
-            x64 = x0.astype(np.float64)
-            model.init_gaussian(x64.mean(axis=0), np.cov(x64, rowvar=False), schedule.alpha_bar[1:],
-                                bound=float(np.abs(x64).max()))
-        ddpm = DDPM(model, schedule, config, data=data,
-                    loss_history=np.full((config.epochs, config.T), np.nan),
-                    epochs_done=np.zeros(config.T, dtype=np.int64))
-        state = {}
-
+        ddpm, state = _fresh(x0, config, metadata, fingerprint, device), {}
+        config = ddpm.config
+    model = ddpm.model
     if ddpm.d != d:
         raise ValueError(f"x0 has d={d} features but the model has d={ddpm.d}")
     schedule = ddpm.schedule

@@ -277,7 +277,7 @@ def test_checkpoint_errors(model, tmp_path):
 
 # ------------------------------------------------------------------------------ physics: Gaussian
 def exact_gaussian_eps(x_t, alpha_bar, mu, cov):
-    """eps*(x_t) = -sqrt(Delta) score, score of N(s mu, s^2 cov + Delta I) (REFERENCES.md sec. 1)."""
+    """eps*(x_t) = -sqrt(Delta) score, score of N(s mu, s^2 cov + Delta I) (Tweedie's formula with the Gaussian posterior)."""
     s, delta = np.sqrt(alpha_bar), 1.0 - alpha_bar
     prec = np.linalg.inv(s**2 * cov + delta * np.eye(len(mu)))
     return np.sqrt(delta) * (x_t - s * mu) @ prec
