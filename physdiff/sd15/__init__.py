@@ -75,7 +75,6 @@ References
 
 from __future__ import annotations
 
-
 from ..theory.swiss_roll import swiss_roll_eps, swiss_roll_log_density
 from .binomial_model import BinomialSD15, train_binomial_sd15
 from .bound import BoundK, bound_K_binomial, bound_K_gaussian, gaussian_betas
