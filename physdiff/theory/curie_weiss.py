@@ -622,6 +622,38 @@ def _moments(Pw: np.ndarray, d: np.ndarray, K: int) -> np.ndarray:
     return out
 
 
+def _tail_certified(A, d, rem, Fa, a, N, beta, K, limit, side, H):
+    """Whether ``F(m) < limit`` for every ``m`` beyond the window end ``a`` (``side = +1``: m > a;
+    ``-1``: m < a), rigorously (docs/theory.md, "The exact Curie-Weiss score at large N").
+
+    Mirror so that the tail is ``m' = side m > a' = side a``, ``x = m' - a' >= 0``. With
+    ``phi(m) = mean_i tanh(beta m + H_i)`` (increasing, ``|phi| < 1``), ``F'(m) = N beta (phi(m) - m)``;
+    ``phi' <= beta`` gives ``F - F(a) <= N beta (s x + (beta - 1) x^2 / 2)``, ``s = side F'(a) / (N beta)``,
+    and ``phi(m') <= top`` for ``m' <= 1`` (beyond 1, ``F`` decreases) gives
+    ``F - F(a) <= N beta x (2 (top - a') - x) / 2``. The minimum of the two is largest at
+    ``x = max(x*, top - a', 0)``, ``x* = 2 (top - a' - s) / beta`` where they cross. ``top = 1`` costs
+    nothing; where that is not enough, ``top = side phi(side)`` costs one tanh pass. ``F(a)`` and
+    ``F'(a)`` enter with their Lagrange bounds (``rem`` and its derivative).
+    """
+    C1 = A[:, 1:] * np.arange(1, K + 2)[None, :]
+    dF = side * _polyval_rows(C1, d[:, None])[:, 0]
+    drem = N * beta * _dpoly(K)[1][K + 1] * np.exp((K + 1) * np.log(np.maximum(beta * np.abs(d), 1e-300))
+                                                  - gammaln(K + 2))
+    s = (dF + drem) / (N * beta)
+    ap = side * a
+
+    def excess(top, s, ap):
+        x = np.maximum(np.maximum(2.0 * (top - ap - s) / beta, top - ap), 0.0)
+        return np.maximum(0.5 * N * beta * x * (2.0 * (top - ap) - x), 0.0)
+
+    ok = Fa + rem + excess(1.0, s, ap) < limit
+    redo = np.flatnonzero(~ok & (Fa + rem < limit))
+    if redo.size:
+        top = side * np.tanh(side * beta + H[redo]).mean(axis=1)
+        ok[redo] = Fa[redo] + rem[redo] + excess(top, s[redo], ap[redo]) < limit[redo]
+    return ok
+
+
 def _polyval_rows(A: np.ndarray, z: np.ndarray) -> np.ndarray:
     """``sum_k A[:, k] z^k`` by Horner, ``A`` (n, K), ``z`` (n, L) -> (n, L)."""
     out = np.broadcast_to(A[:, -1:], z.shape).copy()
@@ -706,17 +738,18 @@ def _taylor_integrals(H: np.ndarray, beta: float, need_mean: bool, K: int | None
         err[rows2] += (Em * np.expm1(np.minimum(remm, 700.0))).sum(axis=1)
     logI = top + np.log(tot)
     ok &= err <= _TAYLOR_TOL * tot
-    # --- (ii) outer ends: negligible and F decreasing outwards, or the lattice end
+    # --- (ii) outer tails: beyond the outermost window F stays below thr (or the lattice ends)
     thr = top - _HS_DROP
-    dFp = _polyval_rows(Ap[:, 1:] * np.arange(1, K + 2)[None, :], dp[:, -1:])[:, 0]
-    ok &= (kp[:, -1] >= G - 1) | ((Fp[:, -1] + remp[:, -1] < thr) & (dFp < 0))
+    logG = math.log(G)
+    ok &= (kp[:, -1] >= G - 1) | _tail_certified(Ap, dp[:, -1], remp[:, -1], Fp[:, -1], mp[:, -1], N, beta, K,
+                                                  thr - logG, +1, H)
     one_c = ~two
     if one_c.any():
-        dFl = _polyval_rows(Ap[:, 1:] * np.arange(1, K + 2)[None, :], dp[:, :1])[:, 0]
-        ok &= two | (kp[:, 0] <= 0) | ((Fp[:, 0] + remp[:, 0] < thr) & (dFl > 0))
+        ok &= two | (kp[:, 0] <= 0) | _tail_certified(Ap, dp[:, 0], remp[:, 0], Fp[:, 0], mp[:, 0], N, beta, K,
+                                                      thr - logG, -1, H)
     if rows2.size:
-        dFm = _polyval_rows(Am[:, 1:] * np.arange(1, K + 2)[None, :], dm[:, :1])[:, 0]
-        ok[rows2] &= (km[:, 0] <= 0) | ((Fm[:, 0] + remm[:, 0] < thr[rows2]) & (dFm > 0))
+        ok[rows2] &= (km[:, 0] <= 0) | _tail_certified(Am, dm[:, 0], remm[:, 0], Fm[:, 0], mm[:, 0], N, beta, K,
+                                                       thr[rows2] - logG, -1, H[rows2])
         # (iii) gap between the windows: sum log2cosh convex => F(m) <= -N beta m^2/2 + chord
         a, b = mm[:, -1], mp[rows2, 0]
         gap = (b - dx > split) | (a + dx <= split)  # lattice points left uncovered

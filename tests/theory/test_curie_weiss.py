@@ -1,7 +1,7 @@
 """Tests of physdiff.theory.curie_weiss: exact statics, exact score, potentials, speciation.
 
 Oracles: brute-force enumeration of all 2^N configurations (N <= 12), closed forms, large-N
-limits, symmetries and the reference values of REFERENCES.md sections 2-4.
+limits, symmetries and reference values ([BM23]; docs/theory.md).
 """
 
 from __future__ import annotations
@@ -453,3 +453,46 @@ def test_derivative_polynomials_are_tanh_derivatives():
     for k, e in enumerate(exact):
         np.testing.assert_allclose(np.polynomial.polynomial.polyval(tau, C[k]), e, atol=1e-14)
     assert B[1] == pytest.approx(1.01, rel=1e-6) and B[0] == pytest.approx(1.01, rel=1e-6)
+
+
+def _diffused_batch(N, beta, h, n, rng):
+    """Exact samples at alpha_bar across (0, 1): deep noise, 1/Lambda (both saddles), late times."""
+    lam = cw.top_eigenvalue(N, beta, h)
+    abs_ = sorted({1e-4, min(1 / lam, 0.9), 0.05, 0.5, 0.97})
+    xs = [diffuse(sample_data(n, N, beta, h, rng), a, rng) for a in abs_]
+    return np.concatenate(xs), np.repeat(abs_, n)
+
+
+@pytest.mark.parametrize("N,beta,h", [(200, 3.0, 0.02), (1000, 0.8, -0.01), (1000, 3.0, 0.0),
+                                      (10_000, 1.5, 0.003), (10_000, 3.0, -0.002), (100_000, 1.2, 0.0)])
+def test_saddle_path_agrees_with_quadrature_to_1e10(N, beta, h, monkeypatch):
+    rng = np.random.default_rng(N + int(10 * beta))
+    x, ab = _diffused_batch(N, beta, h, 1 if N == 100_000 else 2, rng)
+    monkeypatch.setattr(cw, "_METHOD", "taylor")
+    st, lt = cw.score(x, ab, beta, h), cw.log_density(x, ab, beta, h)
+    monkeypatch.setattr(cw, "_METHOD", "quadrature")
+    sq, lq = cw.score(x, ab, beta, h), cw.log_density(x, ab, beta, h)
+    # 1e-10 relative to the score's scale |score| + 1/sqrt(Delta) (the score of a unit-size error)
+    scale = np.abs(sq) + 1 / np.sqrt(1 - ab)[:, None]
+    assert np.max(np.abs(st - sq) / scale) <= 1e-10
+    np.testing.assert_allclose(lt, lq, rtol=1e-12, atol=1e-8)
+
+
+@pytest.mark.parametrize("K", [6, 9, 16])
+def test_certified_bound_bounds_the_error(K):
+    """Samples the expansion certifies (bound <= _TAYLOR_TOL) are within that bound of the
+    quadrature, for expansions short enough that some samples are refused."""
+    rng = np.random.default_rng(K)
+    refused = 0
+    for N, beta, h in ((300, 2.0, 0.01), (3000, 1.5, 0.0)):
+        x, ab = _diffused_batch(N, beta, h, 4, rng)
+        _, _, _, Hc = cw._hs_geometry(N, beta)
+        H = np.clip(h + np.sqrt(ab)[:, None] * x / (1 - ab)[:, None], -Hc, Hc)
+        lI, mean, ok = cw._taylor_integrals(H, beta, True, K=K)
+        lq, mq = cw._hs_quadrature(H, beta, True)
+        refused += int((~ok).sum())
+        # relative error of the integral <= tol (+ rounding of sums of N terms ~ 1e3 each)
+        assert np.all(np.abs(lI[ok] - lq[ok]) <= cw._TAYLOR_TOL + 1e-15 * N * 10)
+        assert np.all(np.abs(mean[ok] - mq[ok]) <= cw._TAYLOR_TOL + 1e-13)
+    if K == 6:
+        assert refused > 0  # the bound is not vacuous: short expansions are refused somewhere
