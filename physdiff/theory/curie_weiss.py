@@ -4,12 +4,13 @@
 inverse temperature and ``h`` a per-spin field. The data are diffused by the variance-preserving
 forward process ``x_t = s a + sqrt(Delta) eps`` with ``s = sqrt(alpha_bar)``, ``Delta = 1 -
 alpha_bar``; physical (Ornstein-Uhlenbeck) time is ``t = -(1/2) log alpha_bar``. numpy + scipy only,
-float64 throughout. Formulas and reference values: REFERENCES.md sections 2-4.
+float64 throughout. Formulas and sources: docs/theory.md, "The exact Curie-Weiss score at large N" and
+"Speciation, cloning and collapse".
 
 Contents
 --------
 magnetization_distribution, m_star, susceptibility, top_eigenvalue
-    Statics of the data (REFERENCES.md sec. 2).
+    Statics of the data.
 posterior_mean, score, log_density
     Exact at any N through a one-dimensional Hubbard-Stratonovich integral (sec. 3).
 score_asymptotic
@@ -133,7 +134,7 @@ def _prepare(x_t, alpha_bar, what: str):
 
 
 # --------------------------------------------------------------------------------------------
-# statics (REFERENCES.md sec. 2)
+# statics ([BM23])
 # --------------------------------------------------------------------------------------------
 
 def _magnetization_logweights(N: int, beta: float, h: float) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +150,7 @@ def magnetization_distribution(N: int, beta: float, h: float = 0.0) -> tuple[np.
     """Exact law of the total magnetization ``M = sum_i a_i`` of the Curie-Weiss model.
 
     ``P(M) ∝ C(N, (N+M)/2) exp(beta M^2/(2N) + h M)`` for ``M = -N, -N+2, ..., N``, computed in log
-    space (REFERENCES.md sec. 2).
+    space (docs/theory.md, "The exact Curie-Weiss score at large N").
 
     Parameters
     ----------
@@ -183,7 +184,7 @@ def m_star(beta: float, h: float = 0.0) -> float:
 
     For ``beta > 1`` and a small field opposing the ordered state, the largest root is the
     (metastable) positive one. For ``beta <= 1`` and ``h = 0`` it is exactly 0.
-    Source: REFERENCES.md sec. 2 (mean-field equation of [BM23]). Solved with
+    Source: the mean-field equation of [BM23]. Solved with
     ``scipy.optimize.brentq`` on a bracket where ``tanh(beta m + h) - m`` is monotone.
 
     Parameters
@@ -229,7 +230,7 @@ def _m_star(beta: float, h: float) -> float:
 def susceptibility(beta: float, h: float = 0.0) -> float:
     """Mean-field susceptibility ``chi = (1 - m*^2) / (1 - beta (1 - m*^2))``.
 
-    Source: REFERENCES.md sec. 2. It is ``inf`` at the critical point ``beta = 1, h = 0``; for
+    Source: [BM23]. It is ``inf`` at the critical point ``beta = 1, h = 0``; for
     ``beta < 1, h = 0`` it equals ``1 / (1 - beta)``, and ``Lambda -> chi`` only in that phase.
 
     Parameters
@@ -262,7 +263,7 @@ def top_eigenvalue(N: int, beta: float, h: float = 0.0) -> float:
 
     The covariance ``<a_i a_j> - <a_i><a_j>`` is ``(1 - c) I + c 1 1^T`` by permutation symmetry;
     its top eigenvector is ``1/sqrt(N)`` with eigenvalue ``Var(M)/N`` (centred variance, so it holds
-    for ``h != 0`` too). Source: REFERENCES.md sec. 2; [BBBM24] (speciation ``t_S = (1/2) log
+    for ``h != 0`` too). Source: [BM23]; [BBBM24] (speciation ``t_S = (1/2) log
     Lambda``). Limits: ``beta < 1``: ``1/(1 - beta)``; ``beta = 1``: ``~1.17083 sqrt(N)``;
     ``beta > 1``: ``~N m*^2``.
 
@@ -293,7 +294,7 @@ def top_eigenvalue(N: int, beta: float, h: float = 0.0) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# exact posterior through Hubbard-Stratonovich (REFERENCES.md sec. 3)
+# exact posterior through Hubbard-Stratonovich (docs/theory.md, "The exact Curie-Weiss score at large N")
 # --------------------------------------------------------------------------------------------
 
 def _log2cosh(u: np.ndarray) -> np.ndarray:
@@ -436,7 +437,8 @@ def _hs_integrals(fields: np.ndarray, beta: float, need_mean: bool):
     """``log Z({h_i}) - sum_i |h_i|`` and ``<a_i>`` for the Curie-Weiss model with site fields.
 
     ``Z = sum_a exp(beta M^2/(2N) + sum_i h_i a_i) = sqrt(N beta / 2 pi) int dm e^{-N Phi(m)}``,
-    ``Phi(m) = beta m^2/2 - (1/N) sum_i log 2cosh(beta m + h_i)`` (REFERENCES.md sec. 3). The
+    ``Phi(m) = beta m^2/2 - (1/N) sum_i log 2cosh(beta m + h_i)`` (docs/theory.md, "The exact
+    Curie-Weiss score at large N"). The
     integrand is entire and, since ``|cosh(u + iv)| <= cosh(u)``, grows at most like
     ``exp(N beta v^2 / 2)`` off the real axis; the trapezoid rule with step
     ``_HS_STEP / sqrt(N beta)`` therefore has relative error ``< exp(-2 pi^2 / _HS_STEP^2) ~ e^-79``,
@@ -745,11 +747,11 @@ def _taylor_integrals(H: np.ndarray, beta: float, need_mean: bool, K: int | None
                                                   thr - logG, +1, H)
     one_c = ~two
     if one_c.any():
-        ok &= two | (kp[:, 0] <= 0) | _tail_certified(Ap, dp[:, 0], remp[:, 0], Fp[:, 0], mp[:, 0], N, beta, K,
-                                                      thr - logG, -1, H)
+        ok &= two | (kp[:, 0] <= 0) | _tail_certified(Ap, dp[:, 0], remp[:, 0], Fp[:, 0], mp[:, 0], N,
+                                                      beta, K, thr - logG, -1, H)
     if rows2.size:
-        ok[rows2] &= (km[:, 0] <= 0) | _tail_certified(Am, dm[:, 0], remm[:, 0], Fm[:, 0], mm[:, 0], N, beta, K,
-                                                       thr[rows2] - logG, -1, H[rows2])
+        ok[rows2] &= (km[:, 0] <= 0) | _tail_certified(Am, dm[:, 0], remm[:, 0], Fm[:, 0], mm[:, 0], N,
+                                                       beta, K, thr[rows2] - logG, -1, H[rows2])
         # (iii) gap between the windows: sum log2cosh convex => F(m) <= -N beta m^2/2 + chord
         a, b = mm[:, -1], mp[rows2, 0]
         gap = (b - dx > split) | (a + dx <= split)  # lattice points left uncovered
@@ -763,27 +765,34 @@ def _taylor_integrals(H: np.ndarray, beta: float, need_mean: bool, K: int | None
     ok &= (kp[:, 0] <= G - 1) & np.isfinite(logI)
     if not need_mean:
         return logI, None, ok
-    # --- posterior mean: tanh series in beta delta, a polynomial in tau per centre
-    # <a_i> = sum_k beta^k E[delta^k] / k! D^k(tau_i), truncated after the first order Km whose
-    # Lagrange remainder B[Km] E|beta delta|^Km / Km! is below _TAYLOR_TOL for every sample
+    mean, ok_mean = _taylor_mean(Ep / tot[:, None], dp, Tp, rows2,
+                                 (Em / tot[rows2, None], dm, Tm) if rows2.size else None, beta, K)
+    return logI, mean, ok & ok_mean
+
+
+def _taylor_mean(Pp, dp, Tp, rows2, other, beta: float, K: int):
+    """Posterior mean from the lattice weights ``Pp`` (normalised over both centres) at offsets
+    ``dp`` around the first centre (powers ``Tp``) and, for the rows ``rows2``, ``other = (Pm, dm,
+    Tm)`` around the second: the tanh series ``<a_i> = sum_k beta^k E[delta^k] / k! D^k(tau_i)``,
+    truncated after the first order ``Km`` whose Lagrange remainder ``B[Km] E|beta delta|^Km / Km!``
+    is below ``_TAYLOR_TOL`` for every sample. Returns ``mean`` (n, N) and ``ok`` (n,)."""
+    C, B = _dpoly(K)
     j = np.arange(K + 1)
     fac = beta ** j / np.exp(gammaln(j + 1))
-    Pp = Ep / tot[:, None]
     abs_p = _moments(Pp, beta * np.abs(dp), K + 1)  # E|beta delta|^q, q = 0..K
     mom_p = _moments(Pp, dp, K)
-    if rows2.size:
-        Pm = Em / tot[rows2, None]
+    if other is not None:
+        Pm, dm, Tm = other
         abs_p[rows2] += _moments(Pm, beta * np.abs(dm), K + 1)
         mom_m = _moments(Pm, dm, K)
     rem = B[j] * abs_p / np.exp(gammaln(j + 1))  # (n, K+1): remainder bound after q terms
     fine = np.flatnonzero(np.max(rem, axis=0) <= _TAYLOR_TOL)
     Km = int(fine[0]) if fine.size else K
-    ok &= rem[:, Km] <= _TAYLOR_TOL
     mean = _poly_from_powers((mom_p[:, :Km] * fac[None, :Km]) @ C[:Km, :Km + 1], Tp)
-    if rows2.size:
+    if other is not None:
         mean[rows2] += _poly_from_powers((mom_m[:, :Km] * fac[None, :Km]) @ C[:Km, :Km + 1], Tm)
     np.clip(mean, -1.0, 1.0, out=mean)
-    return logI, mean, ok
+    return mean, rem[:, Km] <= _TAYLOR_TOL
 
 
 def posterior_mean(x_t, alpha_bar, beta: float, h: float = 0.0) -> np.ndarray:
@@ -791,7 +800,8 @@ def posterior_mean(x_t, alpha_bar, beta: float, h: float = 0.0) -> np.ndarray:
 
     Given ``x_t = s a + sqrt(Delta) eps`` the posterior of ``a`` is a Curie-Weiss model with site
     fields ``h_i = h + s x_i / Delta``; its magnetizations are the one-dimensional
-    Hubbard-Stratonovich averages (REFERENCES.md sec. 3, after [BM23])::
+    Hubbard-Stratonovich averages (docs/theory.md, "The exact Curie-Weiss score at large N", after
+    [BM23])::
 
         Phi(m) = beta m^2/2 - (1/N) sum_i log 2cosh(beta m + h_i)
         <a_i>  = int dm e^{-N Phi(m)} tanh(beta m + h_i) / int dm e^{-N Phi(m)}
@@ -804,8 +814,10 @@ def posterior_mean(x_t, alpha_bar, beta: float, h: float = 0.0) -> np.ndarray:
     points. For ``N >= 200`` a faster path is tried first: around each saddle ``c`` the sum
     ``sum_i log 2cosh(beta (c + d) + h_i)`` is a Taylor series in ``d`` whose coefficients are power
     sums of ``tanh(beta c + h_i)`` (one tanh pass per saddle instead of one per lattice point),
-    evaluated on the same lattice; samples whose Lagrange remainder bound exceeds 1e-12 fall back
-    to the quadrature (``_taylor_integrals``). ``beta = 0`` is the independent-spin case
+    evaluated on the same lattice; a sample is used only if its certified error bound (Lagrange
+    remainders, and rigorous bounds on the tails and on the gap between two saddles) is below
+    1e-12, else it falls back to the quadrature (``_taylor_integrals``; docs/theory.md, "The exact
+    Curie-Weiss score at large N"). ``beta = 0`` is the independent-spin case
     ``<a_i> = tanh(h_i)``. Stable for
     ``alpha_bar`` from ``1e-12`` to ``1 - 1e-12`` and ``N`` up to ``1e5`` and beyond.
 
@@ -843,7 +855,8 @@ def score(x_t, alpha_bar, beta: float, h: float = 0.0) -> np.ndarray:
     """Exact score ``grad_x log p_t(x)`` of diffused Curie-Weiss data, any N.
 
     Tweedie's formula ``score_i = -(x_i - s <a_i>) / Delta`` with the exact posterior mean of
-    :func:`posterior_mean` (REFERENCES.md secs. 1 and 3; [BM23]). The DDPM noise target is
+    :func:`posterior_mean` (docs/theory.md, "Conventions" and "The exact Curie-Weiss score at
+    large N"; [BM23]). The DDPM noise target is
     ``eps* = -sqrt(Delta) score``.
 
     Parameters
@@ -877,7 +890,7 @@ def score(x_t, alpha_bar, beta: float, h: float = 0.0) -> np.ndarray:
 def log_density(x_t, alpha_bar, beta: float, h: float = 0.0):
     """Exact log-density ``log p_t(x)`` of Curie-Weiss data diffused to ``alpha_bar``, any N.
 
-    REFERENCES.md sec. 3::
+    docs/theory.md, "The exact Curie-Weiss score at large N"::
 
         log p_t(x) = -(|x|^2 + N s^2)/(2 Delta) - (N/2) log(2 pi Delta) + log Z({h_i}) - log Z0
 
@@ -929,7 +942,7 @@ def score_asymptotic(x_t, alpha_bar, beta: float, h: float = 0.0) -> np.ndarray:
 
         <a_i> ~= m* tanh(m* (s sqrt(N) mu / Delta + N h)),   mu = sum_i x_i / sqrt(N)
 
-    with ``m* = m_star(beta, h)`` (REFERENCES.md sec. 3); the score follows by Tweedie,
+    with ``m* = m_star(beta, h)`` ([BM23]); the score follows by Tweedie,
     ``-(x_i - s <a_i>) / Delta``. Valid for ``beta > 1`` at times ``t >> 1`` (it ignores the
     individual-spin denoising of late times); for ``beta <= 1, h = 0`` it returns ``-x/Delta``.
 
@@ -964,7 +977,7 @@ def score_asymptotic(x_t, alpha_bar, beta: float, h: float = 0.0) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# potentials of mu = sum_i x_i / sqrt(N) (REFERENCES.md sec. 4)
+# potentials of mu = sum_i x_i / sqrt(N) ([BM23], [RA23])
 # --------------------------------------------------------------------------------------------
 
 _KINDS = ("density", "drift")
@@ -1018,7 +1031,7 @@ def _log_pt_mu(mu: np.ndarray, s: float, delta: float, N: int, M: np.ndarray,
 def potential(mu, alpha_bar, N: int, beta: float, h: float = 0.0, kind: str = "density") -> np.ndarray:
     """Exact potential of the projection ``mu = sum_i x_i / sqrt(N)`` of diffused Curie-Weiss data.
 
-    ``mu`` is Gaussian given ``M``, so at any N (REFERENCES.md sec. 4; [BM23], [BBBM24])::
+    ``mu`` is Gaussian given ``M``, so at any N ([BM23], [BBBM24])::
 
         P_t(mu) = sum_M P(M) N(mu; s M / sqrt(N), Delta)
 
@@ -1086,7 +1099,8 @@ def potential_asymptotic(mu, alpha_bar, N: int, beta: float, kind: str = "drift"
         U(mu) = -mu^2/2 + 2 V = mu^2/2 - 2 log cosh(a mu) + a^2 + log(2 pi)    (kind="drift")
 
     The curvature at 0 vanishes at ``a^2 = 1`` (density) and ``a^2 = 1/2`` (drift), i.e. at
-    ``t = (1/2) log(N m*^2) ~ t_S`` and ``t_S + (1/2) log 2`` (REFERENCES.md sec. 4). The
+    ``t = (1/2) log(N m*^2) ~ t_S`` and ``t_S + (1/2) log 2`` (docs/theory.md, "Speciation, cloning
+    and collapse"). The
     constants make it the exact ``-log`` of the limiting mixture, comparable with
     :func:`potential`.
 
@@ -1126,7 +1140,7 @@ def potential_asymptotic(mu, alpha_bar, N: int, beta: float, kind: str = "drift"
 
 
 # --------------------------------------------------------------------------------------------
-# speciation (REFERENCES.md secs. 4-5)
+# speciation ([BBBM24]; docs/theory.md, "Speciation, cloning and collapse")
 # --------------------------------------------------------------------------------------------
 
 def _curvature_sign(t: np.ndarray, N: int, M: np.ndarray, logP: np.ndarray, kind: str) -> np.ndarray:
@@ -1158,13 +1172,14 @@ def speciation_time(N: int, beta: float, h: float = 0.0, kind: str = "covariance
     """Physical time of symmetry breaking (speciation) of diffused Curie-Weiss data.
 
     ``kind="covariance"``: ``t_S = (1/2) log Lambda`` with ``Lambda = top_eigenvalue(N, beta, h)``
-    [BBBM24] (REFERENCES.md secs. 4-5). For ``Lambda <= 1`` this is ``<= 0``: the data variance
+    [BBBM24] (docs/theory.md, "Speciation, cloning and collapse"). For ``Lambda <= 1`` this is
+    ``<= 0``: the data variance
     along ``1/sqrt(N)`` never exceeds the noise's and there is no speciation.
 
     ``kind="density"`` / ``"drift"``: the largest time at which the curvature at ``mu = 0`` of the
     potential ``V = -log P_t(mu)`` / ``U = -mu^2/2 - 2 log P_t(mu)`` (see :func:`potential`) changes
     sign from positive (one well, large t) to negative (two wells), exactly. For the Gaussian
-    mixture ``P_t`` (REFERENCES.md sec. 4; [RA23] for the drift potential)::
+    mixture ``P_t`` ([BBBM24]; [RA23] for the drift potential)::
 
         Delta^2 V''(0) = Delta - s^2 Var_r(M) / N,    Delta^2 U''(0) = 2 Delta^2 V''(0) - Delta^2,
         r_M ∝ P(M) exp(-s^2 M^2 / (2 N Delta))
