@@ -148,6 +148,8 @@ def _speciation(p: Params, sched, eps_fn, times: dict, rng) -> xr.Dataset:
     branch = cloning_branch_steps(sched, t_S, span=(-1.0, 1.25), n_branch=10, t_classify=t_classify)
     res = cloning(eps_fn, sched, _sign_class, branch, p.n_pairs, p.N, seed=rng, t_classify=t_classify)
     t_x, t_err = res.speciation_time(seed=rng, missing="nan")
+    ratio = res.branch_steps / max(sched.step_at_time(t_S), 1)
+    k_x, k_err = crossing_time(ratio, res.phi, stderr=res.phi_stderr, seed=rng, missing="nan")
     t_curve = np.linspace(max(res.physical_time.min() - 0.5, 0.05), res.physical_time.max() + 0.5, 200)
     phi_curve = gaussian.phi_curie_weiss(t_curve, p.N, p.beta, p.h)
     scalar = lambda v, name: ((), float(v), {**_ONE, "long_name": name})  # noqa: E731
@@ -159,6 +161,8 @@ def _speciation(p: Params, sched, eps_fn, times: dict, rng) -> xr.Dataset:
         "phi_curve": ("time_curve", phi_curve, {**_ONE, "long_name": "exact finite-N phi seen along mu"}),
         "speciation_time": scalar(t_x, "physical time where phi falls through 0.7752 (measured)"),
         "speciation_time_stderr": scalar(t_err, "parametric-bootstrap standard error of speciation_time"),
+        "speciation_step_ratio": scalar(k_x, "step ratio k / k_S where phi falls through 0.7752 (measured)"),
+        "speciation_step_ratio_stderr": scalar(k_err, "parametric-bootstrap standard error of speciation_step_ratio"),
         "speciation_time_phi_theory": scalar(crossing_time(t_curve, phi_curve, missing="nan"),
                                              "crossing of 0.7752 by the theory curve"),
         "baseline": scalar(res.baseline, "phi of clones that share nothing, p^2 + (1-p)^2"),
@@ -168,8 +172,7 @@ def _speciation(p: Params, sched, eps_fn, times: dict, rng) -> xr.Dataset:
                        ("density", "time where V''(0) = 0"), ("drift", "time where U''(0) = 0")):
         data[f"speciation_time_{kind}"] = scalar(times[kind], f"speciation time: {long}")
     coords = _step_coords(sched, res.branch_steps, "branch step") | {
-        "step_ratio": ("step", res.branch_steps / max(sched.step_at_time(t_S), 1),
-                       {**_ONE, "long_name": "branch step over the step of (1/2) log Lambda"}),
+        "step_ratio": ("step", ratio, {**_ONE, "long_name": "branch step over the step k_S of (1/2) log Lambda"}),
         "time_curve": ("time_curve", t_curve, {**_ONE, "long_name": "physical time of the theory curve"})}
     return xr.Dataset(data, coords=coords, attrs={"n_pairs": p.n_pairs, "t_classify": int(t_classify),
                                                   "level": gaussian.PHI_SPECIATION})

@@ -67,6 +67,11 @@ def test_measured_crossing_is_bracketed_and_has_an_error(tiny):
     t = sp["time"].values
     t_x, err = float(sp["speciation_time"]), float(sp["speciation_time_stderr"])
     assert t.min() <= t_x <= t.max() and 0 < err < 1
+    # the same crossing read in step ratio k / k_S lies in the same bracket of branch steps
+    r = sp["step_ratio"].values
+    k_x = float(sp["speciation_step_ratio"])
+    i = np.searchsorted(np.sort(t), t_x)
+    assert np.sort(r)[i - 1] <= k_x <= np.sort(r)[i]
     assert np.all((sp["phi"] >= 0) & (sp["phi"] <= 1))
 
 
