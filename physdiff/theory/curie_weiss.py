@@ -553,18 +553,18 @@ def _power_stack(U: np.ndarray, m: int, work: np.ndarray | None = None) -> np.nd
 def _power_sums(P: np.ndarray, J: int) -> np.ndarray:
     """``p[:, j] = sum_i T[:, i]^j`` for ``j = 0..J`` from the stack ``P`` of ``_power_stack``.
 
-    ``p_1..p_m`` are row sums of ``P``; ``p_{a+b+2} = <T^(a+1), T^(b+1)>`` come from the Gram matrix
-    ``P P^T`` (one batched matrix product, reading every power once), so ``J <= 2m``.
+    One batched matrix product reads every power once: ``P @ [1, T^m]`` gives ``p_1..p_m`` and
+    ``p_{m+1}..p_{2m}`` (``<T^(a+1), T^m>``), so ``J <= 2m``.
     """
     n, m, N = P.shape
-    p = np.empty((n, J + 1))
+    V = np.empty((n, N, 2))
+    V[:, :, 0] = 1.0
+    V[:, :, 1] = P[:, m - 1]
+    R = np.matmul(P, V)  # (n, m, 2)
+    p = np.empty((n, 2 * m + 1))
     p[:, 0] = N
-    p[:, 1:m + 1] = P.sum(axis=2)
-    if J > m:
-        G = np.matmul(P, P.transpose(0, 2, 1))  # (n, m, m)
-        for j in range(m + 1, J + 1):
-            a = j - 1 - m  # T^(a+1) T^m: the last row of P
-            p[:, j] = G[:, a, m - 1]
+    p[:, 1:m + 1] = R[:, :, 0]
+    p[:, m + 1:] = R[:, :, 1]
     return p[:, :J + 1]
 
 
