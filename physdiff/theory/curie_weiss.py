@@ -459,8 +459,10 @@ def _hs_integrals(fields: np.ndarray, beta: float, need_mean: bool):
         chunk = max(1, (1 << 16) // N)
         m = (_TAYLOR_K + 2) // 2
         work = (np.empty(min(n, chunk) * m * N), np.empty(min(n, chunk) * m * N))
+        cp, cm = _saddle_starts(H, beta)  # all samples at once: few numpy calls
         for a in range(0, n, chunk):
-            lI, mI, ok = _taylor_integrals(H[a:a + chunk], beta, need_mean, work=work)
+            lI, mI, ok = _taylor_integrals(H[a:a + chunk], beta, need_mean, work=work,
+                                           starts=(cp[a:a + chunk], cm[a:a + chunk]))
             logI[a:a + chunk] = lI
             if need_mean:
                 mean[a:a + chunk] = mI
@@ -665,7 +667,21 @@ def _polyval_rows(A: np.ndarray, z: np.ndarray) -> np.ndarray:
     return out
 
 
-def _taylor_integrals(H: np.ndarray, beta: float, need_mean: bool, K: int | None = None, work=(None, None)):
+def _saddle_starts(H: np.ndarray, beta: float):
+    """Approximate largest and smallest saddles (n,), (n,): the mean-field map
+    ``m -> mean_i tanh(beta m + H_i)`` iterated 12 times from ``+1`` and ``-1`` on a subsample of
+    ``_TAYLOR_SUB`` spins (they only place the expansion windows; the certificate is exact)."""
+    n, N = H.shape
+    sub = H[:, np.unique(np.linspace(0, N - 1, min(N, _TAYLOR_SUB)).astype(np.int64))]
+    cp, cm = np.ones(n), -np.ones(n)
+    for _ in range(12):
+        cp = np.tanh(beta * cp[:, None] + sub).mean(axis=1)
+        cm = np.tanh(beta * cm[:, None] + sub).mean(axis=1)
+    return cp, cm
+
+
+def _taylor_integrals(H: np.ndarray, beta: float, need_mean: bool, K: int | None = None, work=(None, None),
+                      starts=None):
     """The lattice sum of ``_hs_uniform`` (same lattice, same weights) from Taylor expansions.
 
     Saddles: the mean-field map ``m -> mean_i tanh(beta m + H_i)`` iterated from ``m = +1`` and
@@ -686,12 +702,7 @@ def _taylor_integrals(H: np.ndarray, beta: float, need_mean: bool, K: int | None
     C, B = _dpoly(K)
     m0, dx, G, _ = _hs_geometry(N, beta)
     R = _TAYLOR_R / beta
-    # --- centres from a subsample
-    sub = H[:, np.unique(np.linspace(0, N - 1, min(N, _TAYLOR_SUB)).astype(np.int64))]
-    cp, cm = np.ones(n), -np.ones(n)
-    for _ in range(12):
-        cp = np.tanh(beta * cp[:, None] + sub).mean(axis=1)
-        cm = np.tanh(beta * cm[:, None] + sub).mean(axis=1)
+    cp, cm = _saddle_starts(H, beta) if starts is None else starts
     two = beta * (cp - cm) > 0.3
     cp = np.where(two, cp, 0.5 * (cp + cm))
     # --- expansions; the lattice windows
