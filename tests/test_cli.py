@@ -129,16 +129,3 @@ def test_sample_partial_and_swapped_checkpoints(tmp_path, capsys):
     (full / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
     assert main(["sample", str(full), "-n", "4", "--out", str(tmp_path / "b.nc"), "--no-progress"]) == 2
     assert "SHA-256" in capsys.readouterr().err
-
-
-def test_study_curie_weiss_small(tmp_path):
-    out = tmp_path / "cw"
-    assert main(["study", "curie-weiss", "--N", "64", "--beta", "1.5", "--T", "60", "--n-pairs", "100",
-                 "--out", str(out), "--no-progress"]) == 0
-    with xr.open_dataset(out / "potential.nc") as ds:
-        assert ds["V"].dims == ("t", "mu") and {"alpha_bar", "physical_time"} <= set(ds.coords)
-        assert ds.attrs["N"] == 64 and ds.attrs["beta"] == 1.5 and ds.attrs["T"] == 60
-    with xr.open_dataset(out / "speciation.nc") as ds:
-        assert ds["phi"].dims == ("t",) and float(ds["speciation_time"]) > 0
-    for name in ("potential.png", "forward.png", "trajectories.png", "cloning.png", "speciation_vs_N.png"):
-        assert (out / name).is_file()
