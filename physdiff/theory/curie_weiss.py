@@ -460,14 +460,26 @@ def _hs_integrals(fields: np.ndarray, beta: float, need_mean: bool):
         m = (_TAYLOR_K + 2) // 2
         work = (np.empty(min(n, chunk) * m * N), np.empty(min(n, chunk) * m * N))
         cp, cm = _saddle_starts(H, beta)  # all samples at once: few numpy calls
+        # a shorter expansion first at large N (cheaper, usually certified), the full one for the rest
+        K1 = _TAYLOR_K_LARGE_N if N >= _TAYLOR_LARGE_N else _TAYLOR_K
         for a in range(0, n, chunk):
-            lI, mI, ok = _taylor_integrals(H[a:a + chunk], beta, need_mean, work=work,
+            lI, mI, ok = _taylor_integrals(H[a:a + chunk], beta, need_mean, K=K1, work=work,
                                            starts=(cp[a:a + chunk], cm[a:a + chunk]))
             logI[a:a + chunk] = lI
             if need_mean:
                 mean[a:a + chunk] = mI
             bad.append(a + np.flatnonzero(~ok))
         bad = np.concatenate(bad)
+        if bad.size and K1 < _TAYLOR_K:
+            redo, bad = bad, []
+            for a in range(0, redo.size, chunk):
+                rows = redo[a:a + chunk]
+                lI, mI, ok = _taylor_integrals(H[rows], beta, need_mean, work=work, starts=(cp[rows], cm[rows]))
+                logI[rows] = lI
+                if need_mean:
+                    mean[rows] = mI
+                bad.append(rows[~ok])
+            bad = np.concatenate(bad)
         if bad.size:
             lI, mI = _hs_quadrature(H[bad], beta, need_mean)
             logI[bad] = lI
@@ -510,6 +522,9 @@ _TAYLOR_K = 16
 _TAYLOR_R = 1.2
 _TAYLOR_SUB = 128
 _TAYLOR_MIN_N = 200
+# from this N on, a first try with the shorter expansion _TAYLOR_K_LARGE_N
+_TAYLOR_LARGE_N = 5000
+_TAYLOR_K_LARGE_N = 10
 # certified bounds: relative error of Z, absolute error of <a_i>
 _TAYLOR_TOL = 1e-12
 
