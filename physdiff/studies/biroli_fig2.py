@@ -10,7 +10,7 @@ endpoint is the sign of ``m . x0`` (:func:`physdiff.reverse.cloning`). The measu
 compared with the two-cluster theory :func:`physdiff.theory.gaussian.phi_two_clusters`
 (``m_norm = sqrt(d)``, ``gamma = sigma^2``), exact in every dimension for exact reverse dynamics,
 and its crossing of ``PHI_SPECIATION`` with ``(1/2) log Lambda``. ``docs/theory.md``,
-"Speciation, cloning and collapse".
+"Speciation, cloning and collapse" and "Two Gaussians in d dimensions".
 
 The schedule is the Ornstein-Uhlenbeck process in ``T`` equal steps of physical time up to
 ``t_max``: ``alpha_bar[t] = exp(-2 t t_max / T)``.
