@@ -202,7 +202,7 @@ def phi_empirical_mixture(t, x_train, labels, *, n_samples: int = 2000, seed: Se
         Monte Carlo samples (per time, shared by all times).
     seed : int, Generator or None
     chunk : int >= 1
-        Samples per batch (memory about ``3 chunk P`` float64).
+        Samples per batch (memory about ``4 chunk P`` float64).
 
     Returns
     -------
@@ -234,15 +234,15 @@ def phi_empirical_mixture(t, x_train, labels, *, n_samples: int = 2000, seed: Se
     for start in range(0, n_samples, chunk):
         n = min(chunk, n_samples - start)
         j = rng.integers(0, x.shape[0], size=n)
-        G = x[j] @ x.T
-        Z = rng.standard_normal((n, x.shape[1])) @ x.T
-        logw = np.empty_like(G)
+        H = x[j] @ x.T
+        H -= sq[None, :]  # x_j.x_i - |x_i|^2 / 2
+        Z = rng.standard_normal((n, x.shape[1])) @ x.T  # xi.x_i
+        logw, tmp = np.empty_like(H), np.empty_like(H)
         for k in range(tt.size):
-            # log w_i = (s x_t.x_i - s^2 |x_i|^2 / 2) / Delta + const(x_t), computed in place
-            a = s[k] * s[k] / delta[k]
-            np.multiply(G, a, out=logw)
-            logw += (s[k] / math.sqrt(delta[k])) * Z
-            logw -= a * sq[None, :]
+            # log w_i = (s x_t.x_i - s^2 |x_i|^2 / 2) / Delta + const(x_t)
+            #         = (s^2 / Delta) H + (s / sqrt(Delta)) Z, computed in place
+            np.multiply(H, s[k] * s[k] / delta[k], out=logw)
+            logw += np.multiply(Z, s[k] / math.sqrt(delta[k]), out=tmp)
             logw -= logw.max(axis=1, keepdims=True)
             np.exp(logw, out=logw)
             pc = logw @ onehot  # unnormalised class posteriors; their sum is the normaliser
