@@ -181,15 +181,89 @@ def _history(history) -> str:
     return history if history is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
-def _train_model(x0, config, meta, *, out, resume, force, progress, checkpoint_every, say):
+def _join_torchrun(config, out):
+    """This process's shard when launched by torchrun (``WORLD_SIZE`` > 1), after joining the
+    process group; None otherwise."""
+    from .ddpm.distributed import current_shard, init_process_group
+
+    shard = current_shard()
+    if shard is None:
+        return None
+    if out is None:
+        raise ValueError("training under torchrun needs out (--out): the ranks' shards meet on disk")
+    init_process_group(shard, _rank_device(config.device, shard))
+    return shard
+
+
+def _rank_device(device, shard):
+    from .ddpm.distributed import rank_device
+
+    return rank_device(device, shard)
+
+
+def _train_model(x0, config, meta, *, out, resume, force, progress, checkpoint_every, say, shard=None):
     """Train, with the checkpoint in ``.<name>.partial`` when ``out`` is given; returns (model, partial)."""
     from . import ddpm
 
+    if shard is not None:
+        return _train_sharded(x0, config, meta, out=out, resume=resume, force=force, progress=progress,
+                              checkpoint_every=checkpoint_every, say=say, shard=shard)
     if out is None:
         return ddpm.train(x0, config, progress=progress, metadata=meta, log=say), None
     partial, resume_from = _prepare_partial(out, resume=resume, force=force, say=say)
     model = ddpm.train(x0, config, progress=progress, resume=resume_from, checkpoint=partial,
                        checkpoint_every=checkpoint_every, metadata=meta, log=say)
+    return model, partial
+
+
+def _prepare_shards(out, *, resume: bool, force: bool, shard, say) -> Path:
+    """Rank 0 readies ``.<name>.partial`` for the ranks' shard checkpoints (``rank-<r>-of-<K>/``);
+    the other ranks wait for it. Returns the directory.
+
+    An interrupted sharded run's checkpoints are continued with ``resume`` (same number of ranks),
+    discarded with ``force``, and otherwise refused, as for a single-process run."""
+    from .ddpm.distributed import barrier
+
+    partial = partial_dir(out)
+    if shard.rank == 0 and partial.exists():
+        ours = sorted(partial.glob(f"rank-*-of-{shard.size}"))
+        if force:
+            say(f"--force: discarding the interrupted run's checkpoints {partial}")
+            shutil.rmtree(partial)
+        elif not resume:
+            raise FileExistsError(f"an interrupted training run of {output_target(out)} left its checkpoints in "
+                                  f"{partial}; pass --resume to continue it, or --force to start over")
+        elif not ours:
+            raise FileExistsError(f"{partial} holds the checkpoint of a run that was not sharded over "
+                                  f"{shard.size} ranks; resume it the way it was started, or pass --force")
+    if shard.rank == 0:
+        partial.mkdir(parents=True, exist_ok=True)
+    barrier(shard)
+    return partial
+
+
+def _train_sharded(x0, config, meta, *, out, resume, force, progress, checkpoint_every, say, shard):
+    """Train this torchrun rank's share of the nets into ``.<name>.partial/rank-<r>-of-<K>/``; rank 0
+    merges every shard into ``.<name>.partial`` (an ordinary checkpoint) and returns the model; the
+    other ranks return ``(None, partial)``. See :mod:`physdiff.ddpm.distributed`."""
+    from . import ddpm
+    from .ddpm.distributed import Shard, barrier, merge_shards
+
+    if out is None:
+        raise ValueError("training under torchrun needs out (--out): the ranks' shards meet on disk")
+    partial = _prepare_shards(out, resume=resume, force=force, shard=shard, say=say)
+    mine = partial / shard.label
+    resume_from = mine if resume and (mine / "config.json").is_file() else None
+    ddpm.train(x0, config, progress=progress and shard.rank == 0, resume=resume_from, checkpoint=mine,
+               checkpoint_every=checkpoint_every, metadata=meta, log=say if shard.rank == 0 else None, shard=shard)
+    barrier(shard)  # every shard is on disk
+    if shard.rank != 0:
+        return None, partial
+    parts = [ddpm.load(partial / Shard(r, shard.size).label, device=config.device, allow_partial=True)
+             for r in range(shard.size)]
+    model = merge_shards(parts)
+    model.save(partial)
+    say(f"merged {shard.size} shards of {model.T} nets into one checkpoint")
     return model, partial
 
 
@@ -269,12 +343,19 @@ def train(dataset: str, out=None, *, preset: str = "quick", seed: int = 0, devic
     config = ddpm.get_config(_preset_key(dataset, data_kw.get("turns", 2.0)), preset, seed=seed, device=device,
                              **overrides)
     history = _history(history)
-    stage = staged_output(out, force=force or resume) if out is not None else contextlib.nullcontext()
+    shard = _join_torchrun(config, out)
+    if shard is not None:
+        config = config.replace(device=str(_rank_device(device, shard)))
+        say = say if shard.rank == 0 else (lambda *_: None)
+    lead = shard is None or shard.rank == 0
+    stage = staged_output(out, force=force or resume) if out is not None and lead else contextlib.nullcontext()
     with stage as tmp:  # validates out (exists, writable) before any work
         x0, meta = _datasets.load_training_data(dataset, seed=seed, default_n=config.n_train, **data_kw)
         say(f"training on {x0.shape[0]} x {x0.shape[1]} {dataset} data, preset {preset!r}: {config}")
         model, partial = _train_model(x0, config, meta, out=out, resume=resume, force=force, progress=progress,
-                                      checkpoint_every=checkpoint_every, say=say)
+                                      checkpoint_every=checkpoint_every, say=say, shard=shard)
+        if model is None:  # a torchrun rank other than 0: its shard is merged by rank 0
+            return TrainResult(None, {})
         t1 = time.perf_counter()
         x = model.sample(n_samples, seed=seed + 1, progress=progress)
         sample_s = time.perf_counter() - t1

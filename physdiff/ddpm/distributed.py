@@ -16,6 +16,7 @@ CPU ranks, NCCL for GPU ranks, one GPU per rank).
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -23,6 +24,9 @@ from typing import Sequence
 import numpy as np
 
 from .._util import PhysdiffError
+
+#: How long a rank that has finished its shard waits for the others (torch.distributed's timeout).
+BARRIER_TIMEOUT = datetime.timedelta(days=7)
 
 __all__ = ["Shard", "current_shard", "shard_chunks", "merge_shards", "init_process_group", "barrier",
            "rank_device"]
@@ -101,8 +105,15 @@ def init_process_group(shard: Shard | None, device) -> None:
 
     if not dist.is_available():
         raise PhysdiffError("this torch build has no torch.distributed; run without torchrun")
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if getattr(device, "type", str(device)) == "cuda" else "gloo")
+    if dist.is_initialized():
+        return
+    cuda = getattr(device, "type", str(device)) == "cuda"
+    if cuda:
+        import torch
+
+        torch.cuda.set_device(device)  # one GPU per rank, before NCCL binds to one
+    # ranks wait for each other only at the end of training, which can be hours apart
+    dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=BARRIER_TIMEOUT)
 
 
 def barrier(shard: Shard | None) -> None:

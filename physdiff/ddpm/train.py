@@ -482,6 +482,8 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
     if B < config.batch:
         say(f"note: only n={n} training points; using minibatches of {B} instead of {config.batch}")
     C = config.chunk or _auto_chunk(T, n, d, config.hidden, B, device)
+    if shard is not None and not config.chunk:
+        C = min(C, -(-T // shard.size))  # every rank gets work
     bounds = shard_chunks(_chunk_bounds(T, C), shard)  # all chunks, or this rank's share
     if state and (state["chunk"][0], state["chunk"][1]) not in bounds:
         raise PhysdiffError(f"resume state is for nets {state['chunk']}, which is not a chunk of size {C}; "
