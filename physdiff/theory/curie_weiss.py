@@ -475,7 +475,8 @@ def _hs_integrals(fields: np.ndarray, beta: float, need_mean: bool):
             redo, bad = bad, []
             for a in range(0, redo.size, chunk):
                 rows = redo[a:a + chunk]
-                lI, mI, ok = _taylor_integrals(H[rows], beta, need_mean, work=work, starts=(cp[rows], cm[rows]))
+                lI, mI, ok = _taylor_integrals(H[rows], beta, need_mean, work=work,
+                                               starts=(cp[rows], cm[rows]))
                 logI[rows] = lI
                 if need_mean:
                     mean[rows] = mI
@@ -586,7 +587,7 @@ def _power_sums(P: np.ndarray, J: int) -> np.ndarray:
     return p[:, :J + 1]
 
 
-def _taylor_centre(H: np.ndarray, c: np.ndarray, beta: float, K: int, need_L0: bool, work=None):
+def _taylor_centre(H: np.ndarray, c: np.ndarray, beta: float, K: int, need_L0: bool, work=None, absH=None):
     """Expansion of the reduced ``F(c + delta)`` (see ``_reduced_F``) in powers of ``delta``.
 
     With ``u_i = beta c + H_i``, ``tau_i = tanh u_i``::
@@ -613,7 +614,7 @@ def _taylor_centre(H: np.ndarray, c: np.ndarray, beta: float, K: int, need_L0: b
         # log 2cosh(u) - |H|, safe: |u| <= Hc + beta (1 + w) << 700 after clipping
         np.cosh(U, out=U)
         np.log(U, out=U)
-        A[:, 0] = U.sum(axis=1) + N * math.log(2.0) - np.abs(H).sum(axis=1)
+        A[:, 0] = U.sum(axis=1) + N * math.log(2.0) - (np.abs(H).sum(axis=1) if absH is None else absH)
     A[:, 0] -= 0.5 * N * beta * c ** 2
     A[:, 1] -= N * beta * c
     A[:, 2] -= 0.5 * N * beta
@@ -727,9 +728,10 @@ def _taylor_integrals(H: np.ndarray, beta: float, need_mean: bool, K: int | None
     ok = np.ones(n, dtype=bool)
     rows2 = np.flatnonzero(two)
     need_L0 = bool(rows2.size) or not need_mean  # absolute F needed to weigh two centres / log Z
-    Ap, Tp = _taylor_centre(H, cp, beta, K, need_L0, work[0])
+    absH = np.abs(H).sum(axis=1) if need_L0 else None  # sum_i |H_i|, shared by both centres
+    Ap, Tp = _taylor_centre(H, cp, beta, K, need_L0, work[0], absH)
     if rows2.size:
-        Am, Tm = _taylor_centre(H[rows2], cm[rows2], beta, K, True, work[1])
+        Am, Tm = _taylor_centre(H[rows2], cm[rows2], beta, K, True, work[1], absH[rows2])
 
     def window(c):
         k0 = np.ceil((c - R - m0) / dx).astype(np.int64)
