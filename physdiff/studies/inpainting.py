@@ -42,7 +42,8 @@ class Params(MNISTModelParams):
     position: tuple[int, ...] = field(default=(), metadata={
         "help": "top-left corner (row col) of the square; empty: centred"})
     methods: str = field(default="marginal,clamp", metadata={"help": "comma-separated: marginal, clamp"})
-    n_images: int = field(default=0, metadata={"help": "held-out images, split evenly over the digits; 0: all"})
+    n_images: int = field(default=200, metadata={
+        "help": "held-out images (test split), split evenly over the digits; 0: all 2115"})
     n_inpaint: int = field(default=8, metadata={"help": "inpaintings per image and method"})
     n_show: int = field(default=6, metadata={"help": "example images in the figure"})
     sigma: str = field(default="", metadata={"help": "reverse-step variance: beta or posterior; empty: the model's"})

@@ -36,7 +36,8 @@ class Params(MNISTModelParams):
 
     t_start: tuple[int, ...] = field(default=tuple(range(100, 1000, 100)), metadata={
         "help": "start steps, in steps of the thesis' T = 1000 linear schedule"})
-    n_images: int = field(default=0, metadata={"help": "held-out images, split evenly over the digits; 0: all"})
+    n_images: int = field(default=200, metadata={
+        "help": "held-out images (test split), split evenly over the digits; 0: all 2115"})
     n_recon: int = field(default=8, metadata={"help": "reconstructions per image"})
     n_show: int = field(default=4, metadata={"help": "reconstructions shown per example image"})
     n_examples: int = field(default=2, metadata={"help": "example images in the figure"})
