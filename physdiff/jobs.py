@@ -338,6 +338,7 @@ def train(dataset: str, out=None, *, preset: str = "quick", seed: int = 0, devic
     data_kw, overrides = _split_options(options)
     if data_kw.get("n_train") is not None:  # zero or negative is an error, never replaced by a default
         data_kw["n_train"] = check_positive_int("n_train", data_kw["n_train"], minimum=2)
+        overrides["n_train"] = data_kw["n_train"]  # the config records the size actually trained on
     if resume and out is None:
         raise ValueError("resume=True needs out (the directory of the interrupted run)")
     config = ddpm.get_config(_preset_key(dataset, data_kw.get("turns", 2.0)), preset, seed=seed, device=device,
