@@ -39,9 +39,9 @@ Usage inside a kernel (``seeds`` from :func:`physdiff._util.stream_seeds`, one p
 All functions are ``@njit`` and can also be called from Python (slowly, one number per call).
 :func:`fill_normal` and :func:`fill_uniform` give exactly the numbers of repeated :func:`normal` /
 :func:`uniform` calls but keep the state in registers; prefer them for blocks. Equal seeds give
-bit-for-bit equal numbers on the same machine (DESIGN.md), and across machines wherever libm's
-``exp``, ``log`` and ``log1p`` round alike (they enter the ziggurat tables and its rare wedge and
-tail draws).
+bit-for-bit equal numbers on the same machine (docs/design.md, "Conventions"), and across
+machines wherever libm's ``exp``, ``log`` and ``log1p`` round alike (they enter the ziggurat
+tables and its rare wedge and tail draws).
 
 Performance notes for kernel authors: do not wrap these functions with ``inline="always"`` or call
 them through another non-inlined ``@njit`` helper inside a hot loop: numba then increfs/decrefs the

@@ -1,8 +1,9 @@
 """Forward (noising) Ornstein-Uhlenbeck chain: the closed-form jump and the step-by-step chain.
 
-Conventions (DESIGN.md): steps are ``t = 0..T`` and ``x0`` is data. A :class:`~physdiff.schedules.
-Schedule` holds ``betas``, ``alphas = 1 - betas`` and ``alpha_bar[t] = prod_{s<=t} alphas[s]``, all
-of length ``T + 1`` with ``betas[0] = 0`` and ``alpha_bar[0] = 1``.
+Conventions (docs/theory.md, "The forward process and noise schedules"): steps are ``t = 0..T``
+and ``x0`` is data. A :class:`~physdiff.schedules.Schedule` holds ``betas``, ``alphas = 1 - betas``
+and ``alpha_bar[t] = prod_{s<=t} alphas[s]``, all of length ``T + 1`` with ``betas[0] = 0`` and
+``alpha_bar[0] = 1``.
 
 * :func:`diffuse` jumps straight from ``x0`` to step ``t`` [Ho20, eq. 4]::
 
@@ -216,8 +217,9 @@ def diffuse(x0, schedule: Schedule, t, seed: SeedLike = None) -> tuple[np.ndarra
     """Jump from data ``x0`` to step ``t`` of the forward chain in one draw [Ho20, eq. 4].
 
     ``x_t = sqrt(alpha_bar[t]) * x0 + sqrt(1 - alpha_bar[t]) * eps`` with ``eps ~ N(0, I)``, the
-    exact law of the forward chain at step ``t`` given ``x0`` (DESIGN.md "Time index"). This is
-    what DDPM training samples [Ho20, Algorithm 1]; ``eps`` is the regression target.
+    exact law of the forward chain at step ``t`` given ``x0`` (docs/theory.md, "The forward
+    process and noise schedules"). This is what DDPM training samples [Ho20, Algorithm 1];
+    ``eps`` is the regression target.
 
     Parameters
     ----------

@@ -1,9 +1,10 @@
 """Noise schedules of the discrete forward (Ornstein-Uhlenbeck) chain.
 
-Conventions (DESIGN.md): steps are ``t = 0..T``; every array of a :class:`Schedule` has length
-``T + 1`` and is indexed by the step, with ``betas[0] = 0`` so that ``alpha_bar[0] = 1`` (``x0`` is
-data). The forward step is ``x_t = sqrt(alphas[t]) x_{t-1} + sqrt(betas[t]) xi`` [Ho20, eq. 2] and
-its closed form ``x_t = sqrt(alpha_bar[t]) x0 + sqrt(1 - alpha_bar[t]) eps`` [Ho20, eq. 4].
+Conventions (docs/theory.md, "The forward process and noise schedules"): steps are ``t = 0..T``;
+every array of a :class:`Schedule` has length ``T + 1`` and is indexed by the step, with
+``betas[0] = 0`` so that ``alpha_bar[0] = 1`` (``x0`` is data). The forward step is
+``x_t = sqrt(alphas[t]) x_{t-1} + sqrt(betas[t]) xi`` [Ho20, eq. 2] and its closed form
+``x_t = sqrt(alpha_bar[t]) x0 + sqrt(1 - alpha_bar[t]) eps`` [Ho20, eq. 4].
 
 The chain samples the OU process ``dx = -x dtau + sqrt(2) dW`` at the physical time
 ``tau_t = -log(alpha_bar[t]) / 2`` [BBBM24], which :attr:`Schedule.physical_time` gives.

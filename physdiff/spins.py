@@ -4,7 +4,8 @@ The Curie-Weiss law on spins ``a in {-1, +1}^N`` is
 
     q(a) ∝ exp(beta M^2 / (2N) + h M),      M = sum_i a_i,
 
-with ``beta`` the inverse temperature and ``h`` a per-spin field (REFERENCES.md sec. 2; [BM23]).
+with ``beta`` the inverse temperature and ``h`` a per-spin field ([BM23]; docs/theory.md,
+"The Curie-Weiss model").
 ``q`` depends on ``a`` only through ``M``, so an exact sample is: draw ``M`` from its exact law
 ``P(M) ∝ C(N, (N+M)/2) exp(beta M^2/(2N) + h M)`` (:func:`physdiff.theory.curie_weiss.
 magnetization_distribution`), then put the ``(N+M)/2`` up-spins on a uniformly random subset of
@@ -189,7 +190,8 @@ def _mcmc_table(N: int, beta: float, h: float, metropolis: bool) -> np.ndarray:
     """Update probabilities, float64 (2, N), as a function of the other spins' sum.
 
     The local field on spin j is ``H = beta (M - a_j) / N + h``; flipping ``a_j = s`` changes
-    ``log q`` by ``-2 s H`` (from q(a) ∝ exp(beta M^2/(2N) + h M), REFERENCES.md sec. 2).
+    ``log q`` by ``-2 s H`` (from q(a) ∝ exp(beta M^2/(2N) + h M); docs/theory.md, "The Curie-Weiss
+    model").
     """
     m_rest = 2.0 * np.arange(N) - (N - 1)          # M - a_j = -(N-1), ..., N-1
     field = beta * m_rest / N + h
@@ -212,10 +214,10 @@ def sample_curie_weiss(N: int, beta: float, h: float = 0.0, n_samples: int = 1,
                        n_sweeps: int | None = None, init: str | None = None) -> np.ndarray:
     """Draw spin configurations from the Curie-Weiss law ``q(a) ∝ exp(beta M^2/(2N) + h M)``.
 
-    ``method="exact"`` (default; REFERENCES.md sec. 2): for each sample draw ``M`` from its exact
-    law ``P(M) ∝ C(N, (N+M)/2) exp(beta M^2/(2N) + h M)`` by inverse CDF, then set a uniformly
-    random subset of ``(N+M)/2`` spins to +1 (partial Fisher-Yates). Samples are independent and
-    exact at every ``beta``; O(N) per sample.
+    ``method="exact"`` (default; docs/theory.md, "The Curie-Weiss model"): for each sample draw
+    ``M`` from its exact law ``P(M) ∝ C(N, (N+M)/2) exp(beta M^2/(2N) + h M)`` by inverse CDF,
+    then set a uniformly random subset of ``(N+M)/2`` spins to +1 (partial Fisher-Yates). Samples
+    are independent and exact at every ``beta``; O(N) per sample.
 
     ``method="heat-bath"`` or ``"metropolis"``: one independent single-spin-flip Markov chain per
     sample, ``n_sweeps`` sweeps of ``N`` random-site updates each, started from ``init``; the
@@ -296,8 +298,8 @@ def heat_bath_chain(N: int, beta: float, h: float = 0.0, n_sweeps: int = DEFAULT
 
     Each sweep is ``N`` random-site updates ``a_j <- +1`` with probability
     ``1 / (1 + exp(-2 H_j))``, ``H_j = beta (M - a_j) / N + h`` (the conditional law of ``a_j`` under
-    ``q(a) ∝ exp(beta M^2/(2N) + h M)``, REFERENCES.md sec. 2). The chain satisfies detailed
-    balance with respect to ``q``.
+    ``q(a) ∝ exp(beta M^2/(2N) + h M)``, docs/theory.md, "The Curie-Weiss model"). The chain
+    satisfies detailed balance with respect to ``q``.
 
     Parameters
     ----------

@@ -1,4 +1,5 @@
-"""Schedule identities (DESIGN.md conventions; [Ho20] eqs. 2-7, [ND21] eq. 17)."""
+"""Schedule identities ([Ho20] eqs. 2-7, [ND21] eq. 17; docs/theory.md, "The forward process and
+noise schedules")."""
 
 import numpy as np
 import pytest
@@ -38,7 +39,8 @@ def test_linear_is_ho2020():
     s = make_schedule("linear", 1000)
     assert s.betas[1] == pytest.approx(1e-4) and s.betas[-1] == pytest.approx(0.02)
     np.testing.assert_allclose(np.diff(s.betas[1:]), (0.02 - 1e-4) / 999, rtol=1e-9)
-    # REFERENCES.md sec. 5: the linear 1e-4..0.02, T=1000 schedule ends at t = 5.06
+    # the linear 1e-4..0.02, T=1000 schedule ends at t = 5.06 (docs/theory.md, "The forward
+    # process and noise schedules")
     assert s.physical_time[-1] == pytest.approx(5.06, abs=0.005)
 
 

@@ -90,7 +90,7 @@ def test_exact_brute_force_configurations_N4():
 
 
 def test_exact_reference_law_N4():
-    # REFERENCES.md sec. 2 (ref): P(M), N=4, beta=1, h=0
+    # docs/theory.md, "The Curie-Weiss model": P(M), N=4, beta=1, h=0
     ref = np.array([0.2175307, 0.1941506, 0.1766374, 0.1941506, 0.2175307])
     n = 200_000
     spins = sample_curie_weiss(4, 1.0, n_samples=n, seed=9)

@@ -47,7 +47,8 @@ References
 [Thesis] Bustinduy de la Guerra (2024), Out-of-Equilibrium Machine Learning (UCM), Annex II.
 [RA23] Raya, Ambrogioni (2023), Spontaneous symmetry breaking in generative diffusion models,
     arXiv:2305.19693. [BM23] Biroli, Mezard (2023), arXiv:2306.03518.
-See also ``docs/theory.md``, "Conventions" (Tweedie, the eps target) and "MNIST studies".
+Formulas: ``docs/theory.md``, "Autoencoder energies"; see also "Conventions" (Tweedie, the eps
+target) and "MNIST studies".
 """
 
 from __future__ import annotations

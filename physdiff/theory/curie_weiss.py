@@ -4,19 +4,20 @@
 inverse temperature and ``h`` a per-spin field. The data are diffused by the variance-preserving
 forward process ``x_t = s a + sqrt(Delta) eps`` with ``s = sqrt(alpha_bar)``, ``Delta = 1 -
 alpha_bar``; physical (Ornstein-Uhlenbeck) time is ``t = -(1/2) log alpha_bar``. numpy + scipy only,
-float64 throughout. Formulas and sources: docs/theory.md, "The exact Curie-Weiss score at large N" and
-"Speciation, cloning and collapse".
+float64 throughout. Formulas and sources: docs/theory.md, "The Curie-Weiss model" (all of them),
+"The exact Curie-Weiss score at large N" (the numerics of the exact score) and "Speciation,
+cloning and collapse".
 
 Contents
 --------
 magnetization_distribution, m_star, susceptibility, top_eigenvalue
     Statics of the data.
 posterior_mean, score, log_density
-    Exact at any N through a one-dimensional Hubbard-Stratonovich integral (sec. 3).
+    Exact at any N through a one-dimensional Hubbard-Stratonovich integral.
 score_asymptotic
     Large-N two-state form [BM23; Thesis eq. 27].
 potential, potential_asymptotic, speciation_time
-    Potentials of ``mu = sum_i x_i / sqrt(N)`` and the symmetry-breaking times (sec. 4).
+    Potentials of ``mu = sum_i x_i / sqrt(N)`` and the symmetry-breaking times.
 
 References
 ----------

@@ -1,4 +1,4 @@
-"""Autoencoder energies [KM13] (REFERENCES.md sec. 6).
+"""Autoencoder energies [KM13] (docs/theory.md, "Autoencoder energies").
 
 Oracles: central finite differences, closed forms, least squares on a large Gaussian sample (with
 a tolerance from the OLS standard errors), direct numerical minimisation of the exact population
@@ -192,7 +192,7 @@ def test_energy_along_path_reproduces_potential_difference():
 
 
 # ------------------------------------------------------------------------------------------------
-# the ReLU pair as an x0-predictor (REFERENCES.md sec. 6 (ref))
+# the ReLU pair as an x0-predictor (docs/theory.md, "Autoencoder energies")
 # ------------------------------------------------------------------------------------------------
 
 def _relu_pair(w_norm=1.0, b=0.5, d=3, seed=25):
