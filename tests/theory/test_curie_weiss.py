@@ -54,7 +54,7 @@ def diffuse(a, alpha_bar, rng):
 
 
 # ------------------------------------------------------------------------------------------
-# statics (sec. 2)
+# statics (docs/theory.md, "The Curie-Weiss model")
 # ------------------------------------------------------------------------------------------
 
 def test_magnetization_distribution_reference():
@@ -106,7 +106,7 @@ def test_top_eigenvalue_is_the_covariance_eigenvalue_with_field():
 
 
 # ------------------------------------------------------------------------------------------
-# exact posterior mean, score and log-density (sec. 3)
+# exact posterior mean, score and log-density (docs/theory.md, "The Curie-Weiss model")
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("N", [1, 2, 5, 9, 12])
@@ -238,7 +238,7 @@ def test_score_asymptotic_approaches_exact_score():
 
 
 # ------------------------------------------------------------------------------------------
-# potentials (sec. 4)
+# potentials (docs/theory.md, "The Curie-Weiss model")
 # ------------------------------------------------------------------------------------------
 
 def test_potential_reference_values():
