@@ -2,7 +2,7 @@
 
 Oracles: central finite differences, closed forms, least squares on a large Gaussian sample (with
 a tolerance from the OLS standard errors), direct numerical minimisation of the exact population
-loss, and the (ref) numbers of the ReLU pair.
+loss, and the reference numbers of the ReLU pair.
 """
 
 import numpy as np
@@ -282,7 +282,7 @@ def test_reduced_rank_optimum_minimises_the_population_loss(k):
 
 def test_linear_potential_single_well_at_all_times_and_matches_linear_net():
     mu = np.linspace(-5, 5, 1001)
-    for Lam in (0.1, 1.0, 72.45205, 735.96512):          # includes the Curie-Weiss (ref) Lambdas
+    for Lam in (0.1, 1.0, 72.45205, 735.96512):          # includes the Curie-Weiss Lambdas (beta = 1.5)
         for ab in np.linspace(0, 1, 21):
             V = linear_potential_mu(mu, ab, Lam)
             assert np.all(np.diff(V, 2) > 0)              # convex everywhere: a single well at 0

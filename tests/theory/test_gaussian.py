@@ -301,7 +301,8 @@ def test_phi_curie_weiss_tends_to_two_clusters():
         phi = phi_curie_weiss(t, N, beta)
         assert np.max(np.abs(phi - phi_two_clusters(t, m_norm, gamma))) < tol_moments
         assert np.max(np.abs(phi - phi_two_clusters(t, m_star * np.sqrt(N), chi))) < tol_thermo
-    # at t_S = (1/2) log Lambda the universal value; N = 10000, Lambda (ref) 7370.09504
+    # at t_S = (1/2) log Lambda the universal value; N = 10000, Lambda = 7370.09504
+    # (docs/theory.md, "The Curie-Weiss model")
     assert phi_curie_weiss(0.5 * np.log(7370.09504), 10000, beta) == pytest.approx(PHI_SPECIATION, abs=1e-5)
 
 
