@@ -1,10 +1,13 @@
 """matplotlib figures drawn from physdiff's Datasets.
 
-Each ``plot_*`` function takes a Dataset of the schema named in :mod:`physdiff.results` (or of a
-study), draws into ``ax`` (or ``axes``) if given, else into a new figure, and returns the
-:class:`matplotlib.figure.Figure`; nothing is written. :func:`save_figure` writes a figure
-atomically. The backend is never chosen here: a notebook shows the figures inline, and a script
-without a display falls back to Agg (set ``MPLBACKEND=Agg`` to force it).
+Each ``plot_*`` function takes a Dataset of a study (or of a train/sample job), laid out by the
+convention of ``docs/design.md``, "Conventions": rows indexed by the diffusion step ``step`` (or by
+the physical time ``time`` when a Dataset is indexed by time, like the potentials), physical times
+in the coordinate ``time`` and theory curves along ``time_curve``. It draws into ``ax`` (or
+``axes``) if given, else into a new figure, and returns the :class:`matplotlib.figure.Figure`;
+nothing is written. :func:`save_figure` writes a figure atomically. The backend is never chosen
+here: a notebook shows the figures inline, and a script without a display falls back to Agg (set
+``MPLBACKEND=Agg`` to force it).
 """
 
 from __future__ import annotations
@@ -55,6 +58,18 @@ def _n_axes(axes, n: int, figsize):
     return axes[0].figure, axes[:n]
 
 
+def _row_dim(ds: xr.Dataset) -> str:
+    """The dimension that indexes the rows of ``ds``: ``step``, else ``time``.
+
+    Raises ValueError when ``ds`` has neither (e.g. an older ``t``/``physical_time`` layout).
+    """
+    for dim in ("step", "time"):
+        if dim in ds.dims:
+            return dim
+    raise ValueError(f"ds must be indexed by 'step' or 'time' (docs/design.md, Conventions), "
+                     f"got dimensions {tuple(ds.dims)}")
+
+
 def _image_grid(imgs: np.ndarray, ax=None, columns: int | None = None) -> Figure:
     """Images ``(n, rows, cols)`` in [-1, 1] tiled into one mosaic on a single axes."""
     n, r, c = imgs.shape
@@ -98,8 +113,9 @@ def plot_samples(ds: xr.Dataset, *, ax=None, reference=None, max_images: int = 6
 
 
 def plot_loss(ds: xr.Dataset, *, axes=None) -> Figure:
-    """Training loss: the last epoch's loss against step t, and the loss against epoch for a few t
-    (two panels; ``axes`` holds two Axes if given)."""
+    """Training loss ``loss(epoch, t)`` of a train job (:func:`physdiff.results.loss_dataset`): the
+    last epoch's loss against step t, and the loss against epoch for a few t (two panels; ``axes``
+    holds two Axes if given)."""
     loss = ds["loss"]
     fig, (a, b) = _n_axes(axes, 2, (9, 3.5))
     a.plot(loss["t"], loss.isel(epoch=-1), lw=1)
@@ -122,29 +138,31 @@ def _time_colors(n):
 
 def plot_potential(ds: xr.Dataset, *, axes=None, variables=("V", "U"), asymptotic_suffix: str = "_asymptotic",
                    speciation_time: float | None = None) -> Figure:
-    """Potentials along mu at several t (one panel per variable present in ``ds``; ``axes`` holds
-    that many Axes if given), each shifted to 0 at mu = 0, with their large-N forms (variables
-    named ``<var>_asymptotic``) dashed."""
+    """Potentials ``<var>(time, mu)`` (or ``(step, mu)`` with a ``time`` coordinate) along mu at
+    several times (one panel per variable present in ``ds``; ``axes`` holds that many Axes if
+    given), each shifted to 0 at mu = 0, with their large-N forms (variables named
+    ``<var>_asymptotic``) dashed."""
+    dim = _row_dim(ds)
     present = [v for v in variables if v in ds]
     fig, axes = _n_axes(axes, len(present), (5 * len(present), 4))
     mu = ds["mu"].values
     i0 = int(np.argmin(np.abs(mu)))
-    colors = _time_colors(ds.sizes["t"])
+    taus = ds["time"].values
+    colors = _time_colors(taus.size)
+    rows = {v: ds[v].transpose(dim, "mu").values for v in ds.data_vars if set(ds[v].dims) == {dim, "mu"}}
     for ax, var in zip(axes, present):
-        for k in range(ds.sizes["t"]):
-            tau = float(ds["physical_time"][k])
-            v = ds[var].values[k]
+        for k, tau in enumerate(taus):
+            v = rows[var][k]
             ax.plot(mu, v - v[i0], color=colors[k], lw=1.5, label=f"t = {tau:.2f}")
             asym = var + asymptotic_suffix
-            if asym in ds:
-                va = ds[asym].values[k]
+            if asym in rows:
+                va = rows[asym][k]
                 ax.plot(mu, va - va[i0], color=colors[k], lw=1, ls="--")
         ax.set_xlabel(r"$\mu = \sum_i x_i/\sqrt{N}$")
         name = {"V": r"density potential $V = -\log P_t(\mu)$",
                 "U": r"drift potential $U = -\mu^2/2 - 2\log P_t(\mu)$"}.get(var, var)
         ax.set_ylabel(name)
-        lo, hi = np.nanpercentile(np.concatenate([ds[var].values[k] - ds[var].values[k][i0]
-                                                  for k in range(ds.sizes["t"])]), [0, 60])
+        lo, hi = np.nanpercentile(rows[var] - rows[var][:, i0:i0 + 1], [0, 60])
         ax.set_ylim(lo - 0.5, hi + 0.5)
     axes[0].legend(fontsize=7, title="physical time", title_fontsize=7)
     ts = speciation_time if speciation_time is not None else ds.attrs.get("speciation_time")
@@ -163,16 +181,19 @@ def _scalar(ds: xr.Dataset, name: str):
 
 
 def plot_histograms(ds: xr.Dataset, *, ax=None) -> Figure:
-    """Forward-chain histograms of mu at several t (``hist(t, bin)`` with ``bin_center``) against
-    the exact density ``P_exact(t, mu)``."""
+    """Forward-chain histograms of mu at several steps (``hist(step, bin)`` with ``bin_center(bin)``
+    and the physical ``time(step)``) against the exact density ``P_exact(step, mu)``."""
+    dim = _row_dim(ds)
     fig, ax = _one_ax(ax, (6, 4))
-    colors = _time_colors(ds.sizes["t"])
+    taus = ds["time"].values
+    colors = _time_colors(taus.size)
     centers = ds["bin_center"].values
     width = np.diff(centers).mean()
-    for k in range(ds.sizes["t"]):
-        tau = float(ds["physical_time"][k])
-        ax.step(centers, ds["hist"].values[k], where="mid", color=colors[k], lw=1, alpha=0.9)
-        ax.plot(ds["mu"].values, ds["P_exact"].values[k], color=colors[k], lw=1.5, ls="--", label=f"t = {tau:.2f}")
+    hist = ds["hist"].transpose(dim, ...).values
+    exact = ds["P_exact"].transpose(dim, "mu").values
+    for k, tau in enumerate(taus):
+        ax.step(centers, hist[k], where="mid", color=colors[k], lw=1, alpha=0.9)
+        ax.plot(ds["mu"].values, exact[k], color=colors[k], lw=1.5, ls="--", label=f"t = {tau:.2f}")
     ax.set_xlabel(r"$\mu$")
     ax.set_ylabel(r"$P_t(\mu)$")
     ax.set_title(f"forward chain (steps) vs exact $P_t(\\mu)$ (dashed), bin width {width:.2f}", fontsize=9)
@@ -182,10 +203,10 @@ def plot_histograms(ds: xr.Dataset, *, ax=None) -> Figure:
 
 def plot_magnetization_trajectories(ds: xr.Dataset, *, ax=None, speciation_time: float | None = None,
                                     max_lines: int = 200) -> Figure:
-    """Reverse trajectories ``mu(traj, t)`` against physical time, coloured by the sign of the end
-    point, with the speciation time marked."""
-    mu = ds["mu"].values  # (traj, t)
-    tau = ds["physical_time"].values
+    """Reverse trajectories ``mu(trajectory, step)`` against the physical ``time(step)``, coloured
+    by the sign of the end point, with the speciation time marked."""
+    mu = ds["mu"].transpose(..., _row_dim(ds)).values  # (trajectory, step)
+    tau = ds["time"].values
     fig, ax = _one_ax(ax, (6.5, 4))
     final = mu[:, np.argmin(tau)]
     for i in range(min(max_lines, mu.shape[0])):
@@ -201,24 +222,31 @@ def plot_magnetization_trajectories(ds: xr.Dataset, *, ax=None, speciation_time:
     return fig
 
 
-def plot_speciation(ds: xr.Dataset, *, ax=None, level: float = PHI_SPECIATION) -> Figure:
-    """Cloning curve phi(t) against physical time with error bars, theory, the ``level`` line and
-    the measured and theoretical speciation times."""
+def plot_speciation(ds: xr.Dataset, *, ax=None, level: float | None = None,
+                    speciation_time_theory: float | None = None) -> Figure:
+    """Cloning curve ``phi(step)`` against the physical ``time(step)`` with error bars
+    (``phi_stderr``), the theory (``phi_curve(time_curve)``, else ``phi_theory(step)``), the
+    ``level`` line (default: ``ds.attrs["level"]``, else 0.7752) and the measured
+    (``speciation_time``) and theoretical speciation times (``speciation_time_theory``: the
+    argument, else the variable or attribute of that name)."""
     fig, ax = _one_ax(ax, (6, 4))
-    tau = ds["physical_time"].values
+    tau = ds["time"].values
     err = ds["phi_stderr"].values if "phi_stderr" in ds else None
     ax.errorbar(tau, ds["phi"].values, yerr=err, fmt="o", ms=3, capsize=2, label="measured")
-    if "phi_theory" in ds and "phi_curve" not in ds:
-        ax.plot(tau, ds["phi_theory"].values, "k-", lw=1, label="theory")
     if "phi_curve" in ds:
-        ax.plot(ds["t_curve"].values, ds["phi_curve"].values, "k-", lw=1, label="theory")
+        ax.plot(ds["time_curve"].values, ds["phi_curve"].values, "k-", lw=1, label="theory")
+    elif "phi_theory" in ds:
+        ax.plot(tau, ds["phi_theory"].values, "k-", lw=1, label="theory")
+    level = float(ds.attrs.get("level", PHI_SPECIATION)) if level is None else level
     ax.axhline(level, color="0.5", lw=0.8, ls=":")
     if "speciation_time" in ds:
         ax.axvline(float(ds["speciation_time"]), color="C3", ls="--", lw=1,
                    label=f"measured t_S = {float(ds['speciation_time']):.2f}")
-    if "speciation_time_theory" in ds.attrs:
-        ax.axvline(float(ds.attrs["speciation_time_theory"]), color="k", ls="--", lw=1,
-                   label=f"(1/2) log Lambda = {float(ds.attrs['speciation_time_theory']):.2f}")
+    ts = speciation_time_theory
+    if ts is None:
+        ts = ds["speciation_time_theory"] if "speciation_time_theory" in ds else ds.attrs.get("speciation_time_theory")
+    if ts is not None:
+        ax.axvline(float(ts), color="k", ls="--", lw=1, label=f"(1/2) log Lambda = {float(ts):.2f}")
     ax.set_xlabel("physical time t of the branching")
     ax.set_ylabel(r"$\phi(t)$ = P(same class)")
     ax.legend(fontsize=8)
@@ -243,10 +271,11 @@ def plot_speciation_vs_N(ds: xr.Dataset, *, ax=None) -> Figure:
 
 
 def plot_score_comparison(ds: xr.Dataset, *, axes=None, speciation_time: float | None = None) -> Figure:
-    """Learned vs exact score against physical time: relative error and cosine (two panels;
-    ``axes`` holds two Axes if given)."""
+    """Learned vs exact score against the physical ``time(step)``: ``relative_error`` (with its
+    ``_parallel``/``_orthogonal`` parts if present) and ``cosine`` (two panels; ``axes`` holds two
+    Axes if given)."""
     fig, (a, b) = _n_axes(axes, 2, (10, 3.8))
-    tau = ds["physical_time"].values
+    tau = ds["time"].values
     a.plot(tau, ds["relative_error"], label="total")
     for v, lab in (("relative_error_parallel", "magnetization direction"),
                    ("relative_error_orthogonal", "orthogonal")):

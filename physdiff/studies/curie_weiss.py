@@ -214,26 +214,15 @@ def run(params: Params, progress: bool = False) -> dict[str, xr.Dataset]:
             "speciation_vs_N": _speciation_vs_N(p)}
 
 
-def _as_t(ds: xr.Dataset, dim: str) -> xr.Dataset:
-    """The layout of :mod:`physdiff.plotting`'s Curie-Weiss figures: dimension ``t`` with a
-    ``physical_time`` coordinate."""
-    if dim == "time":
-        return ds.rename({"time": "t"}).assign_coords(physical_time=("t", ds["time"].values))
-    return ds.rename({"step": "t", "time": "physical_time"})
-
-
 def plot(datasets: dict[str, xr.Dataset]) -> dict:
     """Figures: ``potential``, ``forward``, ``trajectories``, ``cloning``, ``speciation_vs_N``."""
     sp = datasets["speciation"]
     t_S = float(sp["speciation_time_covariance"])
-    figs = {"potential": plotting.plot_potential(_as_t(datasets["potential"], "time"), speciation_time=t_S),
-            "forward": plotting.plot_histograms(_as_t(datasets["forward"], "step")),
+    figs = {"potential": plotting.plot_potential(datasets["potential"], speciation_time=t_S),
+            "forward": plotting.plot_histograms(datasets["forward"]),
             "trajectories": plotting.plot_magnetization_trajectories(
-                _as_t(datasets["trajectories"], "step").isel(t=slice(None, -1)), speciation_time=t_S)}
-    cl = _as_t(sp, "step").rename({"time_curve": "t_curve"})
-    cl.attrs["speciation_time_theory"] = t_S
-    cl.attrs.setdefault("title", "cloning with the exact score")
-    figs["cloning"] = plotting.plot_speciation(cl, level=float(sp.attrs["level"]))
+                datasets["trajectories"].isel(step=slice(None, -1)), speciation_time=t_S),
+            "cloning": plotting.plot_speciation(sp, speciation_time_theory=t_S)}
     sN = datasets["speciation_vs_N"]
     sN = sN.drop_vars([v for v in ("N", "beta") if v in sN.coords]).rename(
         {"N_grid": "N", "beta_grid": "beta", "speciation_time_grid": "speciation_time"})

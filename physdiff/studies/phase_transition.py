@@ -449,11 +449,10 @@ def _plot_cloning(ds: xr.Dataset):
 def plot(datasets: dict[str, xr.Dataset]) -> dict:
     """Figures: ``score``, ``potential``, ``autoencoder``, ``cloning``, ``trajectories``, ``state_weights``."""
     t_S = float(datasets["speciation"]["speciation_time_theory"])
-    legacy = lambda ds: ds.rename({"step": "t", "time": "physical_time"})  # noqa: E731  plotting's layout
-    return {"score": plotting.plot_score_comparison(legacy(datasets["score"]), speciation_time=t_S),
+    return {"score": plotting.plot_score_comparison(datasets["score"], speciation_time=t_S),
             "potential": _plot_potentials(datasets["potential"], t_S),
             "autoencoder": _plot_autoencoder(datasets["autoencoder"], t_S),
             "cloning": _plot_cloning(datasets["speciation"]),
             "trajectories": plotting.plot_magnetization_trajectories(
-                legacy(datasets["trajectories"]).isel(t=slice(None, -1)), speciation_time=t_S),
+                datasets["trajectories"].isel(step=slice(None, -1)), speciation_time=t_S),
             "state_weights": C.plot_state_weights(datasets["state_weights"], datasets["memorization"])}
