@@ -171,7 +171,8 @@ def _train_datasets(model, x, q, meta, *, dataset, preset, seed, history, config
     sds = results.samples_dataset(x, image_shape=meta.get("image_shape"),
                                   attrs=results.provenance(seed=seed, command=history, dataset=dataset,
                                                            preset=preset, **info, **_flat(q)))
-    lds = results.loss_dataset(model.loss_history, attrs={"dataset": dataset, "preset": preset})
+    lds = results.loss_dataset(model.loss_history, alpha_bar=model.schedule.alpha_bar,
+                                attrs={"dataset": dataset, "preset": preset})
     qds = _quality_dataset(q, {"dataset": dataset, "preset": preset})
     return {key: results.describe(ds, title=title, params=params, seed=seed, history=history)
             for key, ds in (("samples", sds), ("loss", lds), ("quality", qds))}

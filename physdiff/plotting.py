@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ._util import atomic_path
 from .theory.gaussian import PHI_SPECIATION
@@ -113,22 +114,37 @@ def plot_samples(ds: xr.Dataset, *, ax=None, reference=None, max_images: int = 6
 
 
 def plot_loss(ds: xr.Dataset, *, axes=None) -> Figure:
-    """Training loss ``loss(epoch, t)`` of a train job (:func:`physdiff.results.loss_dataset`): the
-    last epoch's loss against step t, and the loss against epoch for a few t (two panels; ``axes``
-    holds two Axes if given)."""
+    """Training loss ``loss(epoch, step)`` of a train job (:func:`physdiff.results.loss_dataset`).
+
+    Two panels (``axes`` holds two Axes if given): the last epoch's loss of every step's net
+    against the physical time ``time(step)`` (against ``step`` when the Dataset has no ``time``),
+    and the loss against epoch for a few steps.
+
+    Raises ValueError when ``ds`` is not indexed by ``epoch`` and ``step``.
+    """
     loss = ds["loss"]
+    if set(loss.dims) != {"epoch", "step"}:
+        raise ValueError(f"ds['loss'] must have dimensions ('epoch', 'step'), got {loss.dims}")
     fig, (a, b) = _n_axes(axes, 2, (9, 3.5))
-    a.plot(loss["t"], loss.isel(epoch=-1), lw=1)
-    a.set_xlabel("step t")
-    a.set_ylabel("loss (last epoch)")
+    if axes is None:
+        fig.set_layout_engine("constrained")
+    has_time = "time" in loss.coords
+    x = loss["time"] if has_time else loss["step"]
+    a.plot(x, loss.isel(epoch=-1), lw=1, marker=".", ms=3)
+    a.set_xlabel("physical time  -(1/2) log alpha_bar" if has_time else "step")
+    a.set_ylabel(f"loss (epoch {int(loss['epoch'][-1])})")
     a.set_yscale("log")
-    T = loss.sizes["t"]
-    for t in sorted({1, max(1, T // 10), max(1, T // 2), T}):
-        b.plot(loss["epoch"], loss.sel(t=t), label=f"t={t}")
+    T = loss.sizes["step"]
+    for k in sorted({0, T // 10, T // 2, T - 1}):
+        row = loss.isel(step=k)
+        label = f"step {int(row['step'])}" + (f" (time {float(row['time']):.2g})" if has_time else "")
+        b.plot(loss["epoch"], row, marker="o", ms=3, label=label)
     b.set_xlabel("epoch")
+    b.xaxis.set_major_locator(MaxNLocator(integer=True))
+    b.set_ylabel("loss")
     b.set_yscale("log")
     b.legend(fontsize=8)
-    a.set_title("per-timestep training loss", fontsize=10)
+    a.set_title("per-step training loss", fontsize=10)
     return fig
 
 

@@ -9,13 +9,10 @@ varies are scalar coordinates, so :func:`xarray.combine_by_coords` merges runs
 compressed and atomically (a temporary file renamed over the target), and open with
 ``xarray.open_dataset``.
 
-Builders of the older schemas (kept for the train and sample jobs):
+Builders for the train and sample jobs:
 
 samples    ``x(sample, feature)``; images also ``image(sample, row, col)``; attrs dataset, digits.
-loss       ``loss(epoch, t)``.
-potential  ``V(t, mu)`` with coords ``alpha_bar(t)``, ``physical_time(t)``; attrs N, beta, h, kind.
-score      ``mse(t)``, ``relative_error(t)``, ``cosine(t)`` between learned and exact scores.
-speciation ``phi(t)`` (probability that two clones end in the same class) and ``speciation_time``.
+loss       ``loss(epoch, step)`` with the physical time ``time(step)``.
 """
 
 from __future__ import annotations
@@ -42,9 +39,6 @@ __all__ = [
     "open_dataset",
     "samples_dataset",
     "loss_dataset",
-    "potential_dataset",
-    "score_comparison_dataset",
-    "speciation_dataset",
 ]
 
 
@@ -187,103 +181,48 @@ def samples_dataset(x, *, image_shape: tuple[int, int] | None = None, attrs: Map
     return xr.Dataset(data, coords={"sample": np.arange(x.shape[0])}, attrs=dict(attrs or {}))
 
 
-def loss_dataset(loss, *, attrs: Mapping | None = None) -> xr.Dataset:
-    """Training loss ``loss(epoch, t)``: the mean loss of each timestep's network in each epoch.
+def loss_dataset(loss, *, alpha_bar, attrs: Mapping | None = None) -> xr.Dataset:
+    """Training loss ``loss(epoch, step)`` of a DDPM: each step's net's mean loss in each epoch.
 
-    ``loss`` is (epochs, T) for steps ``t = 1..T``; coords ``epoch = 1..epochs`` and ``t = 1..T``.
+    Parameters
+    ----------
+    loss : array_like, float, shape (epochs, T)
+        ``loss[e, k]`` is the mean training loss of the net of step ``k + 1`` in epoch ``e + 1``
+        (:attr:`physdiff.ddpm.DDPM.loss_history`; NaN where not trained).
+    alpha_bar : array_like, float, shape (T + 1,)
+        The schedule's ``alpha_bar`` indexed by step ``0..T`` (:attr:`physdiff.schedules.Schedule.alpha_bar`),
+        each in (0, 1].
+    attrs : mapping, optional
+        Dataset attributes.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``loss(epoch, step)`` (float64, units "1") with coordinates ``epoch = 1..epochs``,
+        ``step = 1..T`` and ``time(step) = -(1/2) log alpha_bar[step]``, the physical time of the
+        forward Ornstein-Uhlenbeck process [BBBM24] (``docs/theory.md``, "The forward process and noise
+        schedules").
+
+    Raises
+    ------
+    ValueError
+        If ``loss`` is not 2-d, or ``alpha_bar`` is not (T + 1,) with values in (0, 1].
     """
     loss = np.asarray(loss, dtype=np.float64)
     if loss.ndim != 2:
         raise ValueError(f"loss must have shape (epochs, T), got {loss.shape}")
-    return xr.Dataset(
-        {"loss": (("epoch", "t"), loss, {"units": "1", "long_name": "per-timestep training loss"})},
-        coords={"epoch": np.arange(1, loss.shape[0] + 1), "t": np.arange(1, loss.shape[1] + 1)},
-        attrs=dict(attrs or {}),
-    )
-
-
-def potential_dataset(V, *, t, alpha_bar, mu, attrs: Mapping | None = None, name: str = "V",
-                      extra: Mapping | None = None) -> xr.Dataset:
-    """A potential ``V(t, mu)`` with coords ``alpha_bar(t)`` and ``physical_time(t)``.
-
-    ``t`` are the steps (or indices) of the rows, ``alpha_bar`` their (t,) values; the physical
-    time ``-log(alpha_bar)/2`` is added. ``extra`` holds further ``(t, mu)`` variables (e.g. the
-    drift potential ``U`` or a large-N form) under their names.
-    """
     alpha_bar = np.asarray(alpha_bar, dtype=np.float64)
-    coords = {
-        "t": np.asarray(t),
-        "mu": np.asarray(mu, dtype=np.float64),
-        "alpha_bar": ("t", alpha_bar),
-        "physical_time": ("t", -0.5 * np.log(alpha_bar)),
-    }
-    data = {name: (("t", "mu"), np.asarray(V, dtype=np.float64))}
-    for k, v in (extra or {}).items():
-        data[k] = (("t", "mu"), np.asarray(v, dtype=np.float64))
-    return xr.Dataset(data, coords=coords, attrs=dict(attrs or {}))
-
-
-def score_comparison_dataset(learned, exact, *, t, alpha_bar, direction=None,
-                             attrs: Mapping | None = None) -> xr.Dataset:
-    """Per-step comparison of a learned score with the exact one: ``mse(t)``, ``relative_error(t)``,
-    ``cosine(t)``.
-
-    Parameters
-    ----------
-    learned, exact : arrays (n_t, n, d)
-        Scores at each step ``t`` on the same inputs.
-    direction : array (d,), optional
-        A unit vector (e.g. the magnetization direction ``1/sqrt(N)``): adds ``mse_parallel(t)`` and
-        ``mse_orthogonal(t)``, the squared error split along and across it (they sum to ``mse``).
-
-    Definitions: ``mse = mean_n |s - s*|^2 / d``; ``relative_error = mean_n |s - s*|^2 / mean_n |s*|^2``;
-    ``cosine = mean_n <s, s*> / (|s| |s*|)``.
-    """
-    L = np.asarray(learned, dtype=np.float64)
-    E = np.asarray(exact, dtype=np.float64)
-    if L.shape != E.shape or L.ndim != 3:
-        raise ValueError(f"learned and exact must have the same shape (n_t, n, d), got {L.shape} and {E.shape}")
-    diff = L - E
-    err2 = np.sum(diff**2, axis=-1)
-    d = L.shape[-1]
-    norm_l = np.linalg.norm(L, axis=-1)
-    norm_e = np.linalg.norm(E, axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.sum(L * E, axis=-1) / (norm_l * norm_e)
-    data = {
-        "mse": ("t", err2.mean(axis=1) / d),
-        "relative_error": ("t", err2.mean(axis=1) / np.mean(norm_e**2, axis=1)),
-        "cosine": ("t", np.nanmean(cos, axis=1)),
-    }
-    if direction is not None:
-        u = np.asarray(direction, dtype=np.float64)
-        u = u / np.linalg.norm(u)
-        par = (diff @ u) ** 2
-        data["mse_parallel"] = ("t", par.mean(axis=1) / d)
-        data["mse_orthogonal"] = ("t", (err2 - par).mean(axis=1) / d)
-    alpha_bar = np.asarray(alpha_bar, dtype=np.float64)
+    T = loss.shape[1]
+    if alpha_bar.shape != (T + 1,):
+        raise ValueError(f"alpha_bar must have shape (T + 1,) = ({T + 1},) for steps 0..T, got {alpha_bar.shape}")
+    if not np.all((alpha_bar > 0) & (alpha_bar <= 1)):
+        raise ValueError("alpha_bar must lie in (0, 1]")
+    one = {"units": "1"}
     return xr.Dataset(
-        data,
-        coords={"t": np.asarray(t), "alpha_bar": ("t", alpha_bar), "physical_time": ("t", -0.5 * np.log(alpha_bar))},
-        attrs=dict(attrs or {}),
-    )
-
-
-def speciation_dataset(phi, *, t, alpha_bar, phi_stderr=None, phi_theory=None, speciation_time=None,
-                       attrs: Mapping | None = None) -> xr.Dataset:
-    """Cloning curve ``phi(t)`` (probability that two clones branched at step t end in the same
-    class), with optional ``phi_stderr(t)``, ``phi_theory(t)`` and the scalar ``speciation_time``
-    (physical time where phi crosses the reference level)."""
-    alpha_bar = np.asarray(alpha_bar, dtype=np.float64)
-    data = {"phi": ("t", np.asarray(phi, dtype=np.float64))}
-    if phi_stderr is not None:
-        data["phi_stderr"] = ("t", np.asarray(phi_stderr, dtype=np.float64))
-    if phi_theory is not None:
-        data["phi_theory"] = ("t", np.asarray(phi_theory, dtype=np.float64))
-    if speciation_time is not None:
-        data["speciation_time"] = ((), float(speciation_time))
-    return xr.Dataset(
-        data,
-        coords={"t": np.asarray(t), "alpha_bar": ("t", alpha_bar), "physical_time": ("t", -0.5 * np.log(alpha_bar))},
+        {"loss": (("epoch", "step"), loss, {**one, "long_name": "mean training loss of the step's net"})},
+        coords={"epoch": ("epoch", np.arange(1, loss.shape[0] + 1), {**one, "long_name": "training epoch"}),
+                "step": ("step", np.arange(1, T + 1), {**one, "long_name": "diffusion step"}),
+                "time": ("step", -0.5 * np.log(alpha_bar[1:]),
+                         {**one, "long_name": "physical time -(1/2) log alpha_bar"})},
         attrs=dict(attrs or {}),
     )

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from physdiff import __version__
+from physdiff import __version__, ddpm
 from physdiff.cli import main
 
 TINY = ["--epochs", "2", "--T", "40", "--hidden", "16", "--n-samples", "64", "--no-progress"]
@@ -21,8 +21,12 @@ def test_train_swiss_roll_writes_every_output_and_sample_reads_it(tmp_path, caps
         assert ds.attrs["seed"] == 3 and "physdiff train swiss-roll" in ds.attrs["command"]
         assert ds.attrs["sliced_wasserstein_baseline"] > 0
     with xr.open_dataset(out / "loss.nc") as ds:
-        assert ds["loss"].dims == ("epoch", "t") and ds["loss"].shape == (2, 40)
+        assert ds["loss"].dims == ("epoch", "step") and ds["loss"].shape == (2, 40)
         assert np.isfinite(ds["loss"]).all()
+        np.testing.assert_array_equal(ds["step"], np.arange(1, 41))
+        sched = ddpm.load(out, device="cpu").schedule
+        np.testing.assert_allclose(ds["time"], sched.physical_time[1:], rtol=1e-12)
+        assert all({"units", "long_name"} <= set(ds[k].attrs) for k in ("loss", "epoch", "step", "time"))
     # nothing is overwritten without --force
     assert main(["train", "swiss-roll", "--out", str(out), "--n-train", "400", *TINY]) == 2
     assert "--force" in capsys.readouterr().err

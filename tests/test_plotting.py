@@ -70,3 +70,18 @@ def test_the_old_t_layout_is_refused():
     with pytest.raises(ValueError, match="'step' or 'time'"):
         plotting.plot_histograms(old)
     plt.close("all")
+
+
+def test_loss_against_the_physical_time_of_each_step():
+    from physdiff import results
+
+    alpha_bar = np.exp(-2 * np.array([0.0, 0.1, 0.5, 1.0, 2.0]))  # times 0.1, 0.5, 1, 2 at steps 1..4
+    ds = results.loss_dataset(np.arange(1.0, 9.0).reshape(2, 4), alpha_bar=alpha_bar)
+    fig, axes = plt.subplots(1, 2)
+    assert plotting.plot_loss(ds, axes=axes) is fig
+    np.testing.assert_allclose(axes[0].get_lines()[0].get_xdata(), [0.1, 0.5, 1.0, 2.0], rtol=1e-12)
+    np.testing.assert_array_equal(axes[0].get_lines()[0].get_ydata(), [5, 6, 7, 8])  # last epoch
+    np.testing.assert_array_equal(axes[1].get_lines()[0].get_xdata(), [1, 2])  # epochs
+    with pytest.raises(ValueError, match="step"):
+        plotting.plot_loss(ds.rename(step="t"))
+    plt.close(fig)

@@ -9,6 +9,8 @@ import xarray as xr
 
 from physdiff import __version__, results
 
+AB3 = np.array([1.0, 0.9, 0.5, 0.1])  # alpha_bar at steps 0..3
+
 
 def test_samples_round_trip_with_provenance(tmp_path):
     x = np.random.default_rng(0).uniform(-1, 1, (5, 784)).astype(np.float32)
@@ -26,14 +28,14 @@ def test_samples_round_trip_with_provenance(tmp_path):
 
 
 def test_write_refuses_to_overwrite_when_asked(tmp_path):
-    ds = results.loss_dataset(np.ones((2, 3)))
+    ds = results.loss_dataset(np.ones((2, 3)), alpha_bar=AB3)
     results.write_dataset(ds, tmp_path / "l.nc")
     with pytest.raises(FileExistsError):
         results.write_dataset(ds, tmp_path / "l.nc", overwrite=False)
 
 
 def test_failed_write_leaves_previous_file(tmp_path, monkeypatch):
-    ds = results.loss_dataset(np.ones((2, 3)))
+    ds = results.loss_dataset(np.ones((2, 3)), alpha_bar=AB3)
     path = results.write_dataset(ds, tmp_path / "l.nc")
     before = path.read_bytes()
 
@@ -42,32 +44,33 @@ def test_failed_write_leaves_previous_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(xr.Dataset, "to_netcdf", boom)
     with pytest.raises(RuntimeError):
-        results.write_dataset(results.loss_dataset(np.zeros((4, 4))), path)
+        results.write_dataset(results.loss_dataset(np.zeros((4, 3)), alpha_bar=AB3), path)
     assert path.read_bytes() == before
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_score_comparison_is_zero_for_identical_scores_and_splits_directions():
-    rng = np.random.default_rng(1)
-    exact = rng.standard_normal((3, 50, 8))
-    ds = results.score_comparison_dataset(exact, exact, t=[1, 2, 3], alpha_bar=[0.9, 0.5, 0.1],
-                                          direction=np.ones(8))
-    np.testing.assert_allclose(ds["mse"], 0)
-    np.testing.assert_allclose(ds["cosine"], 1)
-    learned = exact + rng.standard_normal(exact.shape)
-    ds = results.score_comparison_dataset(learned, exact, t=[1, 2, 3], alpha_bar=[0.9, 0.5, 0.1],
-                                          direction=np.ones(8))
-    np.testing.assert_allclose(ds["mse_parallel"] + ds["mse_orthogonal"], ds["mse"], rtol=1e-12)
-    np.testing.assert_allclose(ds["physical_time"], -0.5 * np.log([0.9, 0.5, 0.1]))
+def test_loss_dataset_layout_and_physical_time():
+    loss = np.arange(6.0).reshape(2, 3)
+    ds = results.loss_dataset(loss, alpha_bar=AB3, attrs={"dataset": "x"})
+    assert ds["loss"].dims == ("epoch", "step") and ds.attrs["dataset"] == "x"
+    np.testing.assert_array_equal(ds["loss"], loss)
+    np.testing.assert_array_equal(ds["epoch"], [1, 2])
+    np.testing.assert_array_equal(ds["step"], [1, 2, 3])
+    assert ds["time"].dims == ("step",)
+    np.testing.assert_allclose(ds["time"], -0.5 * np.log(AB3[1:]), rtol=1e-15)
+    for k in ("loss", "epoch", "step", "time"):
+        assert {"units", "long_name"} <= set(ds[k].attrs), k
 
 
 def test_bad_shapes():
     with pytest.raises(ValueError):
         results.samples_dataset(np.ones((2, 10)), image_shape=(3, 3))
     with pytest.raises(ValueError):
-        results.loss_dataset(np.ones(3))
-    with pytest.raises(ValueError):
-        results.score_comparison_dataset(np.ones((2, 3, 4)), np.ones((2, 3, 5)), t=[1, 2], alpha_bar=[0.5, 0.4])
+        results.loss_dataset(np.ones(3), alpha_bar=AB3)
+    with pytest.raises(ValueError, match="alpha_bar"):
+        results.loss_dataset(np.ones((2, 3)), alpha_bar=AB3[1:])  # steps 1..T only: ambiguous
+    with pytest.raises(ValueError, match="alpha_bar"):
+        results.loss_dataset(np.ones((2, 3)), alpha_bar=[1.0, 0.5, 0.0, 0.1])
     with pytest.raises(FileNotFoundError):
         results.open_dataset("/nonexistent/file.nc")
 
@@ -76,7 +79,7 @@ def test_written_files_have_the_usual_permissions(tmp_path):
     import os
     import stat
 
-    path = results.write_dataset(results.loss_dataset(np.ones((2, 3))), tmp_path / "l.nc")
+    path = results.write_dataset(results.loss_dataset(np.ones((2, 3)), alpha_bar=AB3), tmp_path / "l.nc")
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
