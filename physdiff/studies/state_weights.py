@@ -50,8 +50,8 @@ class Params:
     beta: float = field(default=1.5, metadata={"help": "inverse temperature", "coord": True})
     H: float = field(default=0.5, metadata={"help": "total field; per-spin h = H / N", "coord": True})
     P: tuple[int, ...] = field(default=(16, 64, 256, 1024, 4096), metadata={"help": "training-set sizes"})
-    steps: int = field(default=0, metadata={"help": "optimizer steps per model (0: the preset's 30 epochs x 63 "
-                                                    "minibatches = 1890)"})
+    steps: int = field(default=0, metadata={"help": "optimizer steps per model (0: the quick preset's epochs x 63 "
+                                                    "minibatches, 7560 at its 120 epochs)"})
     epochs: int = field(default=0, metadata={"help": "the same number of epochs for every P instead of steps (0: off)"})
     n_generate: int = field(default=4000, metadata={"help": "generated samples per model"})
     T: int = field(default=100, metadata={"help": "diffusion steps of the models"})
