@@ -30,13 +30,14 @@ import hashlib
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .._util import PhysdiffError, as_samples, check_positive_int, check_real, resolve_device
+from .._util import PhysdiffError, as_samples, check_real, resolve_device
 from ..schedules import Schedule
 from . import fused as _fused
 from .distributed import shard_chunks
@@ -384,6 +385,147 @@ def _fresh(x0: np.ndarray, config: TrainConfig, metadata, fingerprint: str, devi
                 epochs_done=np.zeros(config.T, dtype=np.int64))
 
 
+@dataclass
+class _Run:
+    """What every chunk of one training run shares (see :func:`train`)."""
+
+    ddpm: DDPM
+    x0: torch.Tensor
+    sqrt_ab: torch.Tensor
+    sqrt_1mab: torch.Tensor
+    weights: torch.Tensor
+    make_optimizer: Callable
+    use_fused: bool
+    lrs: np.ndarray
+    gen: torch.Generator
+    B: int
+    checkpoint_every: float
+    on_epoch: Callable | None
+    bar: object = None
+    ckpt: TrainingCheckpoint | None = None
+    t_start: float = 0.0
+    last_save: float = 0.0
+
+    def clock_in(self) -> None:
+        """Add the time since the last call to the model's training time."""
+        now = time.monotonic()
+        self.ddpm.train_seconds += now - self.t_start
+        self.t_start = now
+
+
+_NAMES = ("W1", "b1", "W2", "b2")
+
+
+def _step_weights(weights, schedule: Schedule, config: TrainConfig, device) -> torch.Tensor:
+    """The per-timestep loss weights ``w_t`` (T,): ``weights`` validated, or those of ``config.loss``."""
+    T = config.T
+    if weights is None:
+        weights = loss_weights(schedule, config.loss, config.sigma)
+    else:
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (T,) or not np.all(np.isfinite(weights)) or np.any(weights <= 0):
+            raise ValueError(f"weights must be {T} finite positive numbers (one per step), got shape "
+                             f"{weights.shape}")
+    return torch.as_tensor(weights, dtype=torch.float32, device=device)
+
+
+def _minibatch_epoch(run: _Run, params, opt, perms, noise, a: int, b: int, steps, epoch: int) -> torch.Tensor:
+    """One epoch of nets ``a..b-1`` with torch ops, one Adam step per minibatch; returns each net's
+    summed weighted loss (b - a,) float64. Raises PhysdiffError on a non-finite loss."""
+    n, B, act = run.x0.shape[0], run.B, run.ddpm.config.activation
+    w_c = run.weights[a:b]
+    sa, s1 = run.sqrt_ab[a:b].view(-1, 1, 1), run.sqrt_1mab[a:b].view(-1, 1, 1)
+    loss_sum = torch.zeros(b - a, dtype=torch.float64, device=run.x0.device)
+    for k in range(math.ceil(n / B)):
+        lo, hi = k * B, min((k + 1) * B, n)
+        eps = noise[:, lo:hi]
+        x_t = sa * run.x0[perms[:, lo:hi]] + s1 * eps
+        pred = apply_nets(x_t, *params, act)
+        per_t = (pred - eps).square().mean(dim=(1, 2))  # (C,) each net's mean loss
+        loss = (w_c * per_t).sum()  # SUM over timesteps: independent gradients
+        grads = torch.autograd.grad(loss, params)
+        per_t = per_t.detach()
+        if not bool(torch.isfinite(per_t).all()):
+            bad = (steps[~torch.isfinite(per_t).cpu()]).tolist()
+            raise PhysdiffError(
+                f"training diverged: non-finite loss at epoch {epoch + 1}, minibatch {k + 1}, "
+                f"timesteps t={bad[:10]}{'...' if len(bad) > 10 else ''} (lr={run.lrs[a:b].max():g}); "
+                "lower the learning rate (config.lr / lr_first) or check the data scale")
+        opt.step(grads)
+        loss_sum += (w_c * per_t).double() * (hi - lo)
+    return loss_sum
+
+
+def _chunk_optimizer(run: _Run, params, a: int, b: int, e0: int, state: dict):
+    """The chunk's optimiser, with its state restored when the chunk is part-trained (resume)."""
+    opt = run.make_optimizer(params, run.lrs[a:b])
+    if e0 > 0:
+        if not state or (state["chunk"][0], state["chunk"][1]) != (a, b):
+            raise PhysdiffError(f"checkpoint has nets {a + 1}..{b} part-trained ({e0} epochs) but no "
+                                "optimiser state for them; it is corrupt, start a fresh run")
+        opt.load_state_tensors(_NAMES, state["tensors"], state["adam_step"])
+    return opt
+
+
+def _progress_bar(ddpm: DDPM, bounds):
+    """A tqdm bar over the net-epochs of the chunks in ``bounds``, started at those already done."""
+    from tqdm.auto import tqdm
+
+    mine = np.zeros(ddpm.T, dtype=bool)
+    for a, b in bounds:
+        mine[a:b] = True
+    total = int(mine.sum()) * ddpm.config.epochs
+    remaining = int((ddpm.config.epochs - ddpm.epochs_done[mine]).sum())
+    return tqdm(total=total, initial=total - remaining, unit="net-epoch", desc=f"training {int(mine.sum())} nets",
+                dynamic_ncols=True)
+
+
+def _train_chunk(run: _Run, a: int, b: int, state: dict) -> dict:
+    """Train nets ``a..b-1`` for the epochs they still need, checkpointing as :func:`train` says;
+    returns the (consumed) resume state."""
+    ddpm, config = run.ddpm, run.ddpm.config
+    E, n, d = config.epochs, run.x0.shape[0], ddpm.d
+    done = ddpm.epochs_done[a:b]
+    if not np.all(done == done[0]):
+        raise PhysdiffError(f"checkpoint has unequal epochs done within nets {a + 1}..{b}; "
+                            "resume with the same config.chunk")
+    e0 = int(done[0])
+    if e0 >= E:
+        return state
+    params = [getattr(ddpm.model, nm).detach()[a:b].requires_grad_(True) for nm in _NAMES]
+    opt = _chunk_optimizer(run, params, a, b, e0, state)
+    steps = torch.arange(a + 1, b + 1)
+    fuse = run.use_fused and type(opt) is StackedAdam
+    for epoch in range(e0, E):
+        perms, noise = _epoch_randomness(config.seed, steps.tolist(), epoch, n, d, run.x0.device, run.gen)
+        if fuse:
+            sa, s1 = run.sqrt_ab[a:b].view(-1, 1, 1), run.sqrt_1mab[a:b].view(-1, 1, 1)
+            loss_sum = _fused.train_epoch(params, opt, run.x0, perms, noise, sa, s1, run.weights[a:b], run.B,
+                                          config.activation, steps.tolist(), epoch)
+        else:
+            loss_sum = _minibatch_epoch(run, params, opt, perms, noise, a, b, steps, epoch)
+        ddpm.loss_history[epoch, a:b] = (loss_sum / n).cpu().numpy()
+        ddpm.epochs_done[a:b] = epoch + 1
+        if run.bar is not None:
+            run.bar.update(b - a)
+            run.bar.set_postfix(t=f"{a + 1}-{b}", loss=f"{float(loss_sum.mean()) / n:.4g}")
+        if run.ckpt is not None and time.monotonic() - run.last_save >= run.checkpoint_every and epoch + 1 < E:
+            # the running chunk: weights and Adam state, at this epoch boundary
+            ddpm._train_state = {"chunk": [a, b], "adam_step": opt.step_count, "tensors": opt.state_tensors(_NAMES)}
+            run.clock_in()
+            run.ckpt.running(ddpm)
+            ddpm._train_state = None
+            run.last_save = time.monotonic()
+        if run.on_epoch is not None:
+            run.on_epoch(ddpm, steps.tolist(), epoch)
+    del opt, params
+    if run.ckpt is not None:  # a finished chunk is saved at once, without its optimiser state
+        run.clock_in()
+        run.ckpt.chunk_done(ddpm, a, b)
+        run.last_save = time.monotonic()
+    return {}
+
+
 def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: Callable | None = print,
           checkpoint=None, checkpoint_every: float = 60.0, on_epoch: Callable | None = None,
           metadata: dict | None = None, weights=None, optimizer: Callable | None = None, shard=None):
@@ -481,7 +623,6 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
     else:
         ddpm, state = _fresh(x0, config, metadata, fingerprint, device), {}
         config = ddpm.config
-    model = ddpm.model
     if ddpm.d != d:
         raise ValueError(f"x0 has d={d} features but the model has d={ddpm.d}")
     schedule = ddpm.schedule
@@ -497,119 +638,33 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
         raise PhysdiffError(f"resume state is for nets {state['chunk']}, which is not a chunk of size {C}; "
                             "resume with the same config.chunk")
 
-    x0_dev = torch.from_numpy(x0).to(device)
     ab = torch.tensor(np.array(schedule.alpha_bar[1:]), dtype=torch.float64)
-    sqrt_ab = ab.sqrt().to(device=device, dtype=torch.float32)
-    sqrt_1mab = (1.0 - ab).sqrt().to(device=device, dtype=torch.float32)
-    if weights is None:
-        weights = loss_weights(schedule, config.loss, config.sigma)
-    else:
-        weights = np.asarray(weights, dtype=np.float64)
-        if weights.shape != (T,) or not np.all(np.isfinite(weights)) or np.any(weights <= 0):
-            raise ValueError(f"weights must be {T} finite positive numbers (one per step), got shape "
-                             f"{weights.shape}")
-    weights = torch.as_tensor(weights, dtype=torch.float32, device=device)
-    make_optimizer = StackedAdam if optimizer is None else optimizer
-    use_fused = _fused.use_fused(device, d, config.hidden, B)  # small nets: one kernel per epoch
-    lrs = config.lr_per_step()
-    gen = torch.Generator(device=device)
-    nb = math.ceil(n / B)
-    names = ("W1", "b1", "W2", "b2")
+    run = _Run(ddpm=ddpm, x0=torch.from_numpy(x0).to(device), sqrt_ab=ab.sqrt().to(device=device, dtype=torch.float32),
+               sqrt_1mab=(1.0 - ab).sqrt().to(device=device, dtype=torch.float32),
+               weights=_step_weights(weights, schedule, config, device),
+               make_optimizer=StackedAdam if optimizer is None else optimizer,
+               use_fused=_fused.use_fused(device, d, config.hidden, B),  # small nets: one kernel per epoch
+               lrs=config.lr_per_step(), gen=torch.Generator(device=device), B=B,
+               checkpoint_every=checkpoint_every, on_epoch=on_epoch)
 
-    mine = np.zeros(T, dtype=bool)
-    for a, b in bounds:
-        mine[a:b] = True
-    remaining = int((E - ddpm.epochs_done[mine]).sum())
     say(f"training {T} nets (d={d}, hidden={config.hidden}, {config.activation}) on n={n} points: "
-        f"{E} epochs x {nb} minibatches of {B}, {len(bounds)} chunk(s) of <= {C} nets, device {device}")
-    bar = None
+        f"{E} epochs x {math.ceil(n / B)} minibatches of {B}, {len(bounds)} chunk(s) of <= {C} nets, device {device}")
     if progress:
-        from tqdm.auto import tqdm
-
-        total = int(mine.sum()) * E
-        bar = tqdm(total=total, initial=total - remaining, unit="net-epoch", desc=f"training {int(mine.sum())} nets",
-                   dynamic_ncols=True)
-    ckpt = None
+        run.bar = _progress_bar(ddpm, bounds)
     if checkpoint is not None:
-        ckpt = TrainingCheckpoint(checkpoint)
-        ckpt.start(ddpm, resumed_here=resume is not None and Path(resume).resolve() == Path(checkpoint).resolve())
-    t_start = time.monotonic()
-    last_save = t_start
+        run.ckpt = TrainingCheckpoint(checkpoint)
+        run.ckpt.start(ddpm, resumed_here=resume is not None and Path(resume).resolve() == Path(checkpoint).resolve())
+    run.t_start = run.last_save = time.monotonic()
     try:
         for a, b in bounds:
-            done = ddpm.epochs_done[a:b]
-            if not np.all(done == done[0]):
-                raise PhysdiffError(f"checkpoint has unequal epochs done within nets {a + 1}..{b}; "
-                                    "resume with the same config.chunk")
-            e0 = int(done[0])
-            if e0 >= E:
-                continue
-            params = [getattr(model, nm).detach()[a:b].requires_grad_(True) for nm in names]
-            opt = make_optimizer(params, lrs[a:b])
-            if e0 > 0:
-                if not state or (state["chunk"][0], state["chunk"][1]) != (a, b):
-                    raise PhysdiffError(f"checkpoint has nets {a + 1}..{b} part-trained ({e0} epochs) but no "
-                                        "optimiser state for them; it is corrupt, start a fresh run")
-                opt.load_state_tensors(names, state["tensors"], state["adam_step"])
-            state = {}
-            steps = torch.arange(a + 1, b + 1)
-            w_c = weights[a:b]
-            sa, s1 = sqrt_ab[a:b].view(-1, 1, 1), sqrt_1mab[a:b].view(-1, 1, 1)
-            for epoch in range(e0, E):
-                perms, noise = _epoch_randomness(config.seed, steps.tolist(), epoch, n, d, device, gen)
-                loss_sum = torch.zeros(b - a, dtype=torch.float64, device=device)
-                fuse = use_fused and type(opt) is StackedAdam
-                if fuse:
-                    loss_sum = _fused.train_epoch(params, opt, x0_dev, perms, noise, sa, s1, w_c, B,
-                                                  config.activation, steps.tolist(), epoch)
-                for k in range(0 if fuse else nb):
-                    lo, hi = k * B, min((k + 1) * B, n)
-                    eps = noise[:, lo:hi]
-                    x_t = sa * x0_dev[perms[:, lo:hi]] + s1 * eps
-                    pred = apply_nets(x_t, *params, config.activation)
-                    per_t = (pred - eps).square().mean(dim=(1, 2))  # (C,) each net's mean loss
-                    loss = (w_c * per_t).sum()  # SUM over timesteps: independent gradients
-                    grads = torch.autograd.grad(loss, params)
-                    per_t = per_t.detach()
-                    if not bool(torch.isfinite(per_t).all()):
-                        bad = (steps[~torch.isfinite(per_t).cpu()]).tolist()
-                        raise PhysdiffError(
-                            f"training diverged: non-finite loss at epoch {epoch + 1}, minibatch {k + 1}, "
-                            f"timesteps t={bad[:10]}{'...' if len(bad) > 10 else ''} (lr={lrs[a:b].max():g}); "
-                            "lower the learning rate (config.lr / lr_first) or check the data scale")
-                    opt.step(grads)
-                    loss_sum += (w_c * per_t).double() * (hi - lo)
-                ddpm.loss_history[epoch, a:b] = (loss_sum / n).cpu().numpy()
-                ddpm.epochs_done[a:b] = epoch + 1
-                if bar is not None:
-                    bar.update(b - a)
-                    bar.set_postfix(t=f"{a + 1}-{b}", loss=f"{float(loss_sum.mean()) / n:.4g}")
-                now = time.monotonic()
-                if ckpt is not None and now - last_save >= checkpoint_every and epoch + 1 < E:
-                    # the running chunk: weights and Adam state, at this epoch boundary
-                    ddpm._train_state = {"chunk": [a, b], "adam_step": opt.step_count,
-                                         "tensors": opt.state_tensors(names)}
-                    ddpm.train_seconds += now - t_start
-                    t_start = now
-                    ckpt.running(ddpm)
-                    ddpm._train_state = None
-                    last_save = time.monotonic()
-                if on_epoch is not None:
-                    on_epoch(ddpm, steps.tolist(), epoch)
-            del opt, params
-            if ckpt is not None:  # a finished chunk is saved at once, without its optimiser state
-                now = time.monotonic()
-                ddpm.train_seconds += now - t_start
-                t_start = now
-                ckpt.chunk_done(ddpm, a, b)
-                last_save = time.monotonic()
+            state = _train_chunk(run, a, b, state)
     finally:
-        if bar is not None:
-            bar.close()
-    ddpm.train_seconds += time.monotonic() - t_start
+        if run.bar is not None:
+            run.bar.close()
+    ddpm.train_seconds += time.monotonic() - run.t_start
     ddpm._train_state = None
-    if ckpt is not None:
-        ckpt.finish(ddpm)
+    if run.ckpt is not None:
+        run.ckpt.finish(ddpm)
     say(f"trained {T} nets in {ddpm.train_seconds:.1f} s; final mean loss "
         f"{np.nanmean(ddpm.loss_history[-1]):.4g}")
     return ddpm
