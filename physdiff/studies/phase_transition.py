@@ -71,7 +71,8 @@ class Params:
                                                "coord": True})
     h: float = field(default=0.0, metadata={"help": "per-spin field (with a checkpoint: its h)", "coord": True})
     n_train: int = field(default=4000, metadata={"help": "training configurations (when training here)"})
-    epochs: int = field(default=30, metadata={"help": "training epochs (when training here)"})
+    epochs: int = field(default=120, metadata={
+        "help": "training epochs (when training here; 120 is the quick preset's, which breaks the symmetry on time)"})
     T: int = field(default=100, metadata={"help": "diffusion steps (when training here)"})
     hidden: int = field(default=160, metadata={"help": "hidden units per net (when training here)"})
     n_eval: int = field(default=400, metadata={"help": "forward samples per step for the score comparison"})
