@@ -26,6 +26,7 @@ References
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -290,8 +291,13 @@ class StackedAdam:
 
 def _fused_adam_supported(p: torch.Tensor) -> bool:
     """Whether ``torch.optim.Adam(fused=True)`` runs for tensors like ``p`` (device, dtype)."""
+    return _fused_adam_probe(p.device, p.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_adam_probe(device: torch.device, dtype: torch.dtype) -> bool:
     try:
-        z = torch.zeros(1, device=p.device, dtype=p.dtype)
+        z = torch.zeros(1, device=device, dtype=dtype)
         opt = torch.optim.Adam([z], fused=True)
         z.grad = torch.zeros_like(z)
         opt.step()
