@@ -1,4 +1,6 @@
-"""Shared fixtures: where the real MNIST test set lives (../shared/data/mnist beside the repo)."""
+"""Shared fixtures: where the real MNIST files live (../shared/data/mnist beside the repository in CI,
+else $PHYSDIFF_DATA or data/mnist). The folder found is exported as PHYSDIFF_DATA, so code that uses
+physdiff.datasets' default search (the studies' TINY runs) finds it too."""
 
 import os
 from pathlib import Path
@@ -21,3 +23,8 @@ def mnist_dir():
     if d is None:
         pytest.skip("the MNIST test set is not available (set PHYSDIFF_DATA)")
     return d
+
+
+_FOUND = _mnist_dir()
+if _FOUND is not None:
+    os.environ["PHYSDIFF_DATA"] = str(_FOUND)

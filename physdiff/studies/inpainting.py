@@ -66,7 +66,7 @@ class Params(MNISTModelParams):
 
 
 #: A run of a few seconds on one core (tests).
-TINY = dict(data_dir="../shared/data/mnist", n_train=400, T=25, hidden=32, epochs=1, classifier_images=2000,
+TINY = dict(n_train=400, T=25, hidden=32, epochs=1, classifier_images=2000,
             classifier_epochs=1, n_images=4, n_inpaint=2, n_show=2)
 
 

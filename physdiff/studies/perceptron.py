@@ -5,7 +5,7 @@ TEST split (2 115), as in [Thesis], which reports 1 test error of 2 115: the two
 linearly separable. Two rules (:func:`physdiff.baselines.train_perceptron`): Rosenblatt's
 perceptron with averaged weights, and logistic regression by full-batch gradient descent.
 
-    physdiff study perceptron --data-dir ../shared/data/mnist --out runs/perceptron
+    physdiff study perceptron --data-dir DIR --out runs/perceptron
     physdiff study perceptron --digits 1 3 --out runs/perceptron_13
 
 References
@@ -32,7 +32,7 @@ RULES = ("perceptron", "logistic")
 THESIS_TEST_ERRORS = 1
 
 #: Overrides for a run of a few seconds on one core (tests; needs the MNIST files).
-TINY = dict(n_train=500, epochs_perceptron=2, epochs_logistic=10, data_dir="../shared/data/mnist")
+TINY = dict(n_train=500, epochs_perceptron=2, epochs_logistic=10)
 
 
 @register("perceptron", title="Thesis baseline: perceptron and logistic regression on MNIST 0 vs 1")
