@@ -149,7 +149,7 @@ def _client(client, scheduler: str | None, workers: int | None, threads: int):
     env = {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
     cluster = distributed.LocalCluster(n_workers=workers or max(1, (os.cpu_count() or 1) // threads),
-                                       threads_per_worker=1, processes=True, dashboard_address=None,
+                                       threads_per_worker=1, processes=True, dashboard_address=":0",
                                        env=env)
     return distributed.Client(cluster), cluster
 

@@ -69,7 +69,7 @@ def toy_module(tmp_path_factory):
 def client(toy_module):
     env = {"PYTHONPATH": os.pathsep.join([str(toy_module), os.environ.get("PYTHONPATH", "")]),
            "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   env=env) as cluster, distributed.Client(cluster) as c:
         yield c
 
