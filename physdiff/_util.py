@@ -196,11 +196,6 @@ def clean_stale(target: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def glob_escape(s: str) -> str:
-    """``s`` with the glob metacharacters ``*?[`` escaped."""
-    return re.sub(r"([*?\[])", r"[\1]", s)
-
-
 def _check_parent_writable(target: Path, what: str) -> None:
     parent = target.parent
     try:
