@@ -148,14 +148,6 @@ def _find(directory: Path, name: str) -> Path | None:
     return None
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _download(directory: Path, name: str, expected: tuple[str, ...]) -> Path:
     """Fetch ``name.gz`` into ``directory`` from the first mirror that serves it with the right MD5."""
     gz = f"{name}.gz"

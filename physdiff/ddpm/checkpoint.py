@@ -79,14 +79,6 @@ def _write_tensors(tensors: dict, file: Path) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
-def _sha256_file(file: Path) -> str:
-    h = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _config_dict(ddpm, files: dict, state_meta: dict | None) -> dict:
     m = ddpm.model
     return {
