@@ -183,23 +183,18 @@ def _history(history) -> str:
 
 
 def _join_torchrun(config, out):
-    """This process's shard when launched by torchrun (``WORLD_SIZE`` > 1), after joining the
-    process group; None otherwise."""
-    from .ddpm.distributed import current_shard, init_process_group
+    """``(shard, config)``: this process's shard when launched by torchrun (``WORLD_SIZE`` > 1), after
+    joining the process group, with ``config`` on the rank's device; ``(None, config)`` otherwise."""
+    from .ddpm.distributed import current_shard, init_process_group, rank_device
 
     shard = current_shard()
     if shard is None:
-        return None
+        return None, config
     if out is None:
         raise ValueError("training under torchrun needs out (--out): the ranks' shards meet on disk")
-    init_process_group(shard, _rank_device(config.device, shard))
-    return shard
-
-
-def _rank_device(device, shard):
-    from .ddpm.distributed import rank_device
-
-    return rank_device(device, shard)
+    device = rank_device(config.device, shard)
+    init_process_group(shard, device)
+    return shard, config.replace(device=str(device))
 
 
 def _train_model(x0, config, meta, *, out, resume, force, progress, checkpoint_every, say, shard=None):
@@ -250,8 +245,6 @@ def _train_sharded(x0, config, meta, *, out, resume, force, progress, checkpoint
     from . import ddpm
     from .ddpm.distributed import Shard, barrier, merge_shards
 
-    if out is None:
-        raise ValueError("training under torchrun needs out (--out): the ranks' shards meet on disk")
     partial = _prepare_shards(out, resume=resume, force=force, shard=shard, say=say)
     mine = partial / shard.label
     resume_from = mine if resume and (mine / "config.json").is_file() else None
@@ -345,10 +338,9 @@ def train(dataset: str, out=None, *, preset: str = "quick", seed: int = 0, devic
     config = ddpm.get_config(_preset_key(dataset, data_kw.get("turns", 2.0)), preset, seed=seed, device=device,
                              **overrides)
     history = _history(history)
-    shard = _join_torchrun(config, out)
-    if shard is not None:
-        config = config.replace(device=str(_rank_device(device, shard)))
-        say = say if shard.rank == 0 else (lambda *_: None)
+    shard, config = _join_torchrun(config, out)
+    if shard is not None and shard.rank != 0:
+        say = lambda *_: None  # noqa: E731  rank 0 speaks for the run
     lead = shard is None or shard.rank == 0
     stage = staged_output(out, force=force or resume) if out is not None and lead else contextlib.nullcontext()
     with stage as tmp:  # validates out (exists, writable) before any work
