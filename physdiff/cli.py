@@ -40,12 +40,14 @@ def _add_train_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="override the preset's number of epochs")
     p.add_argument("--T", type=int, default=None, help="override the preset's number of steps")
     p.add_argument("--hidden", type=int, default=None, help="override the preset's hidden size")
+    p.add_argument("--lr", type=float, default=None, help="override the preset's Adam learning rate")
     p.add_argument("--chunk", type=int, default=None, metavar="NETS",
                    help="nets trained at once (default: as many as fit in memory; under torchrun at most T/ranks)")
     p.add_argument("--activation", default=None, choices=["relu", "linear"], help="hidden units (default relu)")
     p.add_argument("--loss", default=None, choices=["simple", "weighted"], help="Ho et al. L_simple or eq. 12")
-    p.add_argument("--init", default=None, choices=["random", "gaussian"],
-                   help="initialise the nets at random or at the exact eps of the data's Gaussian fit")
+    p.add_argument("--init", default=None, choices=["random", "gaussian", "lstsq"],
+                   help="initialise the nets at random, at the exact eps of the data's Gaussian fit, or at a least-squares "
+                        "fit of data-aligned units (lstsq)")
     p.add_argument("--n-samples", type=int, default=256, help="samples generated after training (default 256)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run of --out (bit for bit)")
     p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
@@ -67,14 +69,16 @@ def _check_flags(args) -> None:
         at_least("-n", args.n, 1)
         at_least("--steps", args.steps, 1)
     else:
-        for flag, minimum in (("--n-samples", 1), ("--epochs", 1), ("--T", 1), ("--hidden", 1), ("--chunk", 1),
+        for flag, minimum in (("--n-samples", 1), ("--epochs", 0), ("--T", 1), ("--hidden", 1), ("--chunk", 1),
                               ("--n-train", 2), ("--N", 1)):
             at_least(flag, getattr(args, flag.lstrip("-").replace("-", "_"), None), minimum)
-        for flag in ("--checkpoint-every", "--beta", "--h"):
+        for flag in ("--checkpoint-every", "--beta", "--h", "--lr"):
             v = getattr(args, flag.lstrip("-").replace("-", "_"), None)
             if v is not None and not math.isfinite(v):
                 raise ValueError(f"{flag} must be finite, got {v}")
         at_least("--checkpoint-every", args.checkpoint_every, 0)
+        if args.lr is not None and not args.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {args.lr}")
         at_least("--beta", getattr(args, "beta", None), 0)
         for digit in getattr(args, "digits", None) or []:
             if not 0 <= digit <= 9:
@@ -150,7 +154,7 @@ def _run_job(args, command: str, progress: bool) -> None:
         jobs.train(args.dataset, args.out, preset=args.preset, seed=args.seed, device=args.device, force=args.force,
                    resume=args.resume, progress=progress, n_samples=args.n_samples,
                    checkpoint_every=args.checkpoint_every, history=command, epochs=args.epochs, T=args.T,
-                   hidden=args.hidden, chunk=args.chunk, activation=args.activation, loss=args.loss, init=args.init, **data_kw)
+                   hidden=args.hidden, lr=args.lr, chunk=args.chunk, activation=args.activation, loss=args.loss, init=args.init, **data_kw)
     elif args.command == "sample":
         jobs.sample(args.checkpoint, args.n, out=args.out, seed=args.seed, device=args.device, sigma=args.sigma,
                     sampler=args.sampler, steps=args.steps, allow_partial=args.allow_partial, force=args.force,

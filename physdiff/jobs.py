@@ -121,8 +121,9 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _quality(samples, x0, meta, *, seed, data_dir, say) -> dict:
-    """Quality numbers of ``samples`` for the dataset in ``meta`` (see :mod:`physdiff.metrics`)."""
+def _quality(samples, x0, meta, *, model, seed, data_dir, say) -> dict:
+    """Quality numbers of ``samples`` of ``model`` for the dataset in ``meta`` (see :mod:`physdiff.metrics`);
+    for MNIST with the learned and exact-score speciation times."""
     from . import metrics
 
     ds = meta["dataset"]
@@ -132,7 +133,15 @@ def _quality(samples, x0, meta, *, seed, data_dir, say) -> dict:
         say(f"MNIST classifier ready in {time.perf_counter() - t0:.1f} s (test accuracy "
             f"{getattr(clf, 'test_accuracy', float('nan')):.4f})")
         held, _ = _datasets.heldout_set(meta, data_dir)
-        return metrics.mnist_quality(samples, clf, x0, meta["digits"], heldout_x=held, seed=seed)
+        q = metrics.mnist_quality(samples, clf, x0, meta["digits"], heldout_x=held, seed=seed)
+        if len(meta["digits"]) >= 2:
+            t0 = time.perf_counter()
+            _, labels = _datasets.load_mnist(data_dir, split="train", digits=meta["digits"])
+            q.update(metrics.mnist_speciation(model, clf, x0, labels, meta["digits"], seed=seed))
+            say(f"speciation time (cloning, {q['n_pairs']} pairs): learned {q['speciation_time']:.3f} +- "
+                f"{q['speciation_time_stderr']:.3f}, exact score of the training set {q['speciation_time_exact']:.3f} "
+                f"+- {q['speciation_time_exact_stderr']:.3f} ({time.perf_counter() - t0:.0f} s)")
+        return q
     if ds == "swiss-roll":
         return metrics.swiss_roll_quality(samples, turns=meta["turns"], seed=seed)
     return metrics.curie_weiss_quality(samples, meta["N"], meta["beta"], meta["h"], train=x0)
@@ -353,7 +362,7 @@ def train(dataset: str, out=None, *, preset: str = "quick", seed: int = 0, devic
         t1 = time.perf_counter()
         x = model.sample(n_samples, seed=seed + 1, progress=progress)
         sample_s = time.perf_counter() - t1
-        q = _quality(x, x0, meta, seed=seed, data_dir=data_kw.get("data_dir"), say=say) if quality else {}
+        q = _quality(x, x0, meta, model=model, seed=seed, data_dir=data_kw.get("data_dir"), say=say) if quality else {}
         out_ds = _train_datasets(model, x, q, meta, dataset=dataset, preset=preset, seed=seed, history=history,
                                  config=config, sample_s=sample_s)
         if tmp is not None:
@@ -363,7 +372,8 @@ def train(dataset: str, out=None, *, preset: str = "quick", seed: int = 0, devic
                 results.write_dataset(ds, tmp / f"{key}.nc")
             plotting.save_figure(plotting.plot_samples(out_ds["samples"], reference=x0 if x0.shape[1] == 2 else None),
                                  tmp / "samples.png")
-            plotting.save_figure(plotting.plot_loss(out_ds["loss"]), tmp / "loss.png")
+            if out_ds["loss"].sizes["epoch"]:  # no curve to draw after epochs=0
+                plotting.save_figure(plotting.plot_loss(out_ds["loss"]), tmp / "loss.png")
     if out is not None:
         shutil.rmtree(partial, ignore_errors=True)
         say(f"trained in {model.train_seconds:.1f} s, sampled {n_samples} in {sample_s:.1f} s; outputs in "

@@ -715,28 +715,32 @@ _FEATURE_KEYS = ("frechet_distance", "frechet_distance_real", "frechet_ratio", "
 
 
 def _feature_metrics(classifier: MNISTClassifier, samples: np.ndarray, real: np.ndarray, k: int,
-                     rng: np.random.Generator) -> dict:
-    """Frechet ratio and k-NN precision/recall of ``samples`` against disjoint real sets."""
+                     rng: np.random.Generator, splits: int) -> dict:
+    """Frechet ratio and k-NN precision/recall of ``samples`` against disjoint real sets, averaged
+    over ``splits`` random splits of ``real`` into ``B`` (the samples' size) and ``A`` (the rest)."""
     n_cmp = min(samples.shape[0], real.shape[0] // 2)
     out = {"n_compared": n_cmp, "n_reference": real.shape[0] - n_cmp}
     if n_cmp <= max(k, 1):
         return out | dict.fromkeys(_FEATURE_KEYS, math.nan)
-    perm = rng.permutation(real.shape[0])
     if n_cmp < samples.shape[0]:
         samples = samples[np.sort(rng.choice(samples.shape[0], n_cmp, replace=False))]
     f_real = classifier.features(real)
-    f_b, f_a = f_real[perm[:n_cmp]], f_real[perm[n_cmp:]]  # disjoint: B is the size of the samples
     f_s = classifier.features(samples)
-    fd, fd0 = frechet_distance(f_s, f_a), frechet_distance(f_b, f_a)
-    out.update(frechet_distance=fd, frechet_distance_real=fd0, frechet_ratio=fd / fd0 if fd0 > 0 else math.inf)
-    out["precision"], out["recall"] = precision_recall(f_a, f_s, k)
-    out["precision_real"], out["recall_real"] = precision_recall(f_a, f_b, k)
-    return out
+    vals = []
+    for _ in range(splits):
+        perm = rng.permutation(real.shape[0])
+        f_b, f_a = f_real[perm[:n_cmp]], f_real[perm[n_cmp:]]  # disjoint: B is the size of the samples
+        vals.append((frechet_distance(f_s, f_a), frechet_distance(f_b, f_a), *precision_recall(f_a, f_s, k),
+                     *precision_recall(f_a, f_b, k)))
+    fd, fd0, p, r, p0, r0 = np.mean(vals, axis=0)
+    out.update(frechet_distance=fd, frechet_distance_real=fd0, frechet_ratio=fd / fd0 if fd0 > 0 else math.inf,
+               precision=p, recall=r, precision_real=p0, recall_real=r0)
+    return {key: float(v) if key in _FEATURE_KEYS else v for key, v in out.items()}
 
 
 def mnist_quality(samples, classifier: MNISTClassifier | None, train_x, digits,
                   heldout_x=None, copy_threshold: float = 1.0 / 3.0, *, confidence: float = 0.9,
-                  k: int = 3, seed: SeedLike = 0) -> dict:
+                  k: int = 3, seed: SeedLike = 0, splits: int = 10) -> dict:
     """Quality of generated MNIST digits: classes, confidence, distance to real digits, copies.
 
     - Classes: the share of samples that ``classifier`` assigns to one of ``digits``
@@ -749,7 +753,10 @@ def mnist_quality(samples, classifier: MNISTClassifier | None, train_x, digits,
       (:meth:`MNISTClassifier.features`), ``frechet_ratio = FD(samples, A) / FD(B, A)``
       (:func:`frechet_distance` [Heusel17]): about 1 for samples as good as real digits, whatever the
       finite-size bias. k-NN ``precision`` and ``recall`` against ``A`` [KKLLA19], beside
-      ``precision_real`` / ``recall_real`` of ``B`` against ``A``.
+      ``precision_real`` / ``recall_real`` of ``B`` against ``A``. Each distance, precision and
+      recall is the mean over ``splits`` random splits, and the ratio is that of the means: one
+      split of 2 115 test digits into 256 and 1 859 gives ``FD(B, A)`` anywhere from 5 to 18,
+      and the ratio with it.
     - Memorisation [Yoon23]: for each sample, the Euclidean distances ``d1 <= d2`` to its nearest and
       second-nearest training image; it is a copy if ``d1 / d2 < copy_threshold`` (1/3 in [Yoon23]),
       or ``d1 = 0``. As context, the median ``d1`` of the samples and, if ``heldout_x`` is given,
@@ -772,7 +779,9 @@ def mnist_quality(samples, classifier: MNISTClassifier | None, train_x, digits,
     k : int >= 1
         Neighbours of precision and recall (3 in [KKLLA19]).
     seed : int, numpy.random.Generator or None
-        Draws the split of ``heldout_x`` (and the samples kept, if any are dropped).
+        Draws the splits of ``heldout_x`` (and the samples kept, if any are dropped).
+    splits : int >= 1
+        Random splits of ``heldout_x`` averaged over (10).
 
     Returns
     -------
@@ -801,6 +810,7 @@ def mnist_quality(samples, classifier: MNISTClassifier | None, train_x, digits,
     copy_threshold = check_real("copy_threshold", copy_threshold, lo=0.0, hi=1.0, lo_open=True)
     confidence = check_real("confidence", confidence, lo=0.0, hi=1.0, lo_open=True)
     k = check_positive_int("k", k)
+    splits = check_positive_int("splits", splits)
     held = None if heldout_x is None else _check_images("heldout_x", heldout_x)
     n = samples.shape[0]
 
@@ -811,7 +821,7 @@ def mnist_quality(samples, classifier: MNISTClassifier | None, train_x, digits,
                if classifier is not None else nan_class)
     if classifier is not None and held is not None:
         out.update(_class_metrics(classifier.predict_proba(held), wanted, confidence, "_heldout"))
-        out.update(_feature_metrics(classifier, samples, held, k, as_generator(seed)))
+        out.update(_feature_metrics(classifier, samples, held, k, as_generator(seed), splits))
     else:
         out.update({key + "_heldout": v for key, v in nan_class.items()})
         out.update(dict.fromkeys(_FEATURE_KEYS, math.nan), n_compared=0, n_reference=0)
@@ -831,6 +841,82 @@ def mnist_quality(samples, classifier: MNISTClassifier | None, train_x, digits,
         out["median_d1_heldout"] = math.nan
         out["copy_share_heldout"] = math.nan
     return out
+
+
+def mnist_speciation(model, classifier: MNISTClassifier, train_x, train_labels, digits, *, n_pairs: int = 1000,
+                     n_branch: int = 7, n_mc: int = 2000, seed: SeedLike = 0) -> dict:
+    """Learned and exact-score speciation times of a two-digit MNIST DDPM, by cloning [BBBM24].
+
+    - Exact: ``phi(t) = E[sum_c P(c | x_t)^2]`` of the exact score of the training set (the
+      empirical mixture; :func:`physdiff.theory.gaussian.phi_empirical_mixture`, ``n_mc`` Monte Carlo
+      samples) on the model's steps with physical time in ``[0.25, 4.5]``, and the crossing of
+      ``phi = 0.7752`` (:func:`physdiff.reverse.crossing_time`).
+    - Learned: :func:`physdiff.reverse.cloning` with the model's own sampler (``n_pairs`` pairs,
+      ``n_branch`` branch steps spanning ``-0.6 .. +0.8`` around the exact crossing), endpoints
+      labelled by the more probable of ``digits`` under ``classifier``, and the same crossing.
+
+    See ``docs/theory.md``, "Speciation, cloning and collapse". A model that fails to break the
+    symmetry on time crosses late: its samples superpose the classes down to smaller ``t``.
+
+    Parameters
+    ----------
+    model : physdiff.ddpm.DDPM
+        Trained on ``train_x`` (images in [-1, 1], ``d = 784``).
+    classifier : MNISTClassifier
+    train_x : array_like, shape (P, 784)
+    train_labels : array_like, shape (P,)
+        Digit of each training image.
+    digits : iterable of int
+        The model's digits (two or more).
+    n_pairs, n_branch, n_mc : int
+        Clone pairs (>= 2), branch steps (>= 2), Monte Carlo samples of the exact ``phi`` (>= 2).
+    seed : int, Generator or None
+
+    Returns
+    -------
+    dict
+        ``speciation_time``, ``speciation_time_stderr`` (learned), ``speciation_time_exact``,
+        ``speciation_time_exact_stderr``, ``speciation_ratio`` (learned / exact) as floats (NaN where
+        ``phi`` does not cross on its grid); ``n_pairs``.
+
+    Raises
+    ------
+    ValueError
+        Bad shapes or counts, fewer than two digits, labels outside ``digits``.
+    """
+    from .datasets import _check_digits
+    from .reverse import cloning, cloning_branch_steps, crossing_time
+    from .theory.gaussian import phi_empirical_mixture
+
+    train_x = _check_images("train_x", train_x)
+    labels = np.asarray(train_labels)
+    if labels.shape != (train_x.shape[0],):
+        raise ValueError(f"train_labels must have shape ({train_x.shape[0]},), got {labels.shape}")
+    wanted = _check_digits(digits)
+    if wanted is None or wanted.size < 2 or not np.isin(labels, wanted).all():
+        raise ValueError(f"digits must list the two or more digits of train_labels, got {digits}")
+    n_pairs = check_positive_int("n_pairs", n_pairs, minimum=2)
+    n_branch = check_positive_int("n_branch", n_branch, minimum=2)
+    n_mc = check_positive_int("n_mc", n_mc, minimum=2)
+    rng = as_generator(seed)
+    sched = model.schedule
+    times = np.asarray(sched.physical_time[1:], dtype=np.float64)
+    grid = times[(times >= 0.25) & (times <= 4.5)]
+    phi, err = phi_empirical_mixture(grid, train_x, labels, n_samples=n_mc, seed=rng)
+    exact = crossing_time(grid, phi, stderr=err, seed=rng, missing="nan")
+    centre = exact[0] if np.isfinite(exact[0]) else 0.5 * math.log(np.linalg.eigvalsh(np.cov(train_x.T))[-1])
+    steps = cloning_branch_steps(sched, centre, span=(-0.6, 0.8), n_branch=n_branch)
+
+    def classify(x0):
+        x = x0.detach().cpu().numpy() if hasattr(x0, "detach") else np.asarray(x0)
+        p = classifier.predict_proba(np.clip(x.astype(np.float32, copy=False), -1.0, 1.0))
+        return wanted[np.argmax(p[:, wanted], axis=1)]
+
+    res = cloning(model.eps_fn, sched, classify, steps, n_pairs, model.d, seed=rng, sigma=model.config.sigma)
+    learned = crossing_time(res.physical_time, res.phi, stderr=res.phi_stderr, seed=rng, missing="nan")
+    return {"speciation_time": float(learned[0]), "speciation_time_stderr": float(learned[1]),
+            "speciation_time_exact": float(exact[0]), "speciation_time_exact_stderr": float(exact[1]),
+            "speciation_ratio": float(learned[0] / exact[0]), "n_pairs": n_pairs}
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,8 +45,21 @@ def test_train_mnist_tiny(tmp_path, mnist_dir):
                  *TINY, "--epochs", "1", "--hidden", "8", "--init", "random"]) == 0
     with xr.open_dataset(out / "samples.nc") as ds:
         assert ds["image"].shape == (64, 28, 28)
-        for key in ("share_in_digits", "copy_share", "confidence"):
+        for key in ("share_in_digits", "copy_share", "confidence", "speciation_time", "speciation_time_exact"):
             assert key in ds.attrs, sorted(ds.attrs)
+        # the exact-score crossing of the train split's zeros and ones is a property of the data alone
+        assert 1.9 < ds.attrs["speciation_time_exact"] < 2.25, ds.attrs["speciation_time_exact"]
+
+
+def test_train_least_squares_only(tmp_path):
+    # epochs 0 with init lstsq: the least-squares fit is the whole training, and the run is complete
+    out = tmp_path / "sr"
+    assert main([*SR, "--out", str(out), "--init", "lstsq", "--epochs", "0", "--hidden", "16"]) == 0
+    assert (out / "samples.png").is_file() and not (out / "loss.png").exists()
+    with xr.open_dataset(out / "loss.nc") as ds:
+        assert ds.sizes["epoch"] == 0
+    model = ddpm.load(out)
+    assert model.trained and model.config.init == "lstsq" and model.config.epochs == 0
 
 
 def test_bad_input_is_a_clear_error(tmp_path, capsys):
@@ -64,7 +77,9 @@ SR = ["train", "swiss-roll", "--n-train", "300", *TINY]
 @pytest.mark.parametrize("argv, message", [
     ([*SR, "--n-samples", "0"], "--n-samples must be >= 1, got 0"),
     ([*SR, "--n-train", "0"], "--n-train must be >= 2, got 0"),
-    ([*SR, "--epochs", "0"], "--epochs must be >= 1, got 0"),
+    ([*SR, "--epochs", "-1"], "--epochs must be >= 0, got -1"),
+    ([*SR, "--epochs", "0"], "epochs=0 would leave the randomly initialised nets untrained"),
+    ([*SR, "--lr", "0"], "--lr must be > 0, got 0.0"),
     ([*SR, "--T", "0"], "--T must be >= 1, got 0"),
     ([*SR, "--hidden", "-4"], "--hidden must be >= 1, got -4"),
     ([*SR, "--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),

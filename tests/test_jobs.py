@@ -99,7 +99,8 @@ def test_symlinked_out_is_followed(tmp_path):
 @pytest.mark.parametrize("kw, match", [
     (dict(n_samples=0), "n_samples must be >= 1, got 0"),
     (dict(n_train=0), "n_train must be >= 2, got 0"),
-    (dict(epochs=0), "epochs must be >= 1"),
+    (dict(epochs=-1), "epochs must be >= 0"),
+    (dict(epochs=0), "epochs=0 would leave the randomly initialised nets untrained"),
     (dict(checkpoint_every=-1), "checkpoint_every must be >= 0"),
     (dict(seed=-1), "seed must be"),
     (dict(device="tpu"), "device"),

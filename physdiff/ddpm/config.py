@@ -24,7 +24,7 @@ from .model import ACTIVATIONS
 
 __all__ = ["TrainConfig", "LOSSES", "SIGMAS", "INITS"]
 
-INITS = ("random", "gaussian")
+INITS = ("random", "gaussian", "lstsq")
 LOSSES = ("simple", "weighted")
 SIGMAS = ("beta", "posterior")
 
@@ -60,7 +60,9 @@ class TrainConfig:
         Learning rate ``lr_first`` for steps ``t <= lr_first_steps`` (the thesis: 1e-4 for the
         first 4 steps, 2e-4 after). ``lr_first=None`` means ``lr``.
     epochs : int
-        Passes over the data, for every net.
+        Passes of Adam over the data, for every net. 0 leaves every net at its start: with
+        ``init="lstsq"`` a model fitted by least squares, with ``init="gaussian"`` the Gaussian fit's
+        exact DDPM (refused with ``init="random"``).
     batch : int
         Minibatch size per net (reduced to ``n`` if the data has fewer points).
     chunk : int or None
@@ -77,7 +79,11 @@ class TrainConfig:
         ``"random"``: every net initialised like ``nn.Linear``. ``"gaussian"``: every net starts as the
         exact noise predictor of the Gaussian fit ``N(mean, cov)`` of the training data (see
         :meth:`StackedAutoencoders.init_gaussian`), so training learns only the non-Gaussian part;
-        needs ``hidden >= d``.
+        needs ``hidden >= d``. ``"lstsq"``: the Gaussian start, plus the ``hidden - d`` spare units
+        along random data-aligned directions with their second layer fitted by least squares on
+        noised training data (:func:`physdiff.ddpm.lstsq.init_lstsq`), so that training starts past
+        the plateau of the symmetry-breaking direction; needs ``hidden >= d`` (for linear nets it is
+        the Gaussian start, already their least-squares optimum).
     n_train : int or None
         Number of training points the preset was tuned for (informational: the CLI uses it to
         generate synthetic data; :func:`train` uses every row of ``x0``).
@@ -119,7 +125,7 @@ class TrainConfig:
         if self.lr_first is not None:
             check_real("lr_first", self.lr_first, lo=0.0, lo_open=True)
         check_positive_int("lr_first_steps", self.lr_first_steps, minimum=0)
-        check_positive_int("epochs", self.epochs)
+        check_positive_int("epochs", self.epochs, minimum=0)
         check_positive_int("batch", self.batch)
         if self.chunk is not None:
             check_positive_int("chunk", self.chunk)
@@ -129,6 +135,9 @@ class TrainConfig:
             check_positive_int("n_train", self.n_train)
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.epochs == 0 and self.init == "random":
+            raise ValueError("epochs=0 would leave the randomly initialised nets untrained; "
+                             "use init='lstsq' or 'gaussian', or epochs >= 1")
         if not isinstance(self.device, str):
             raise ValueError(f"device must be a string ('auto', 'cpu', 'cuda'), got {self.device!r}")
         self.make_schedule()  # validates the schedule

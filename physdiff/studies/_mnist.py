@@ -114,8 +114,8 @@ def mnist_setup(p: MNISTModelParams, progress: bool = False) -> MNISTSetup:
         meta = dict(meta, n_train=int(len(x)), subset_of_split=True)
     cfg = ddpm.get_config("mnist", p.preset, T=p.T or None, hidden=p.hidden or None, epochs=p.epochs or None,
                           seed=p.seed, device=p.device)
-    if cfg.init == "gaussian" and cfg.hidden < x.shape[1]:  # the Gaussian init needs hidden >= d
-        cfg = cfg.replace(init="random")
+    if cfg.init != "random" and cfg.hidden < x.shape[1]:  # the Gaussian and lstsq starts need hidden >= d
+        cfg = cfg.replace(init="random", epochs=max(cfg.epochs, 1))
     model = ddpm.train(x, cfg, progress=progress, log=None, metadata=meta)
     x_held, y_held = datasets.heldout_set(meta, data_dir=data_dir)
     return MNISTSetup(model, f"trained here ({p.preset} preset, {len(x)} images)", digits, x, y.astype(np.int64),

@@ -38,10 +38,10 @@ from scipy import linalg
 
 from .._util import SeedLike, as_generator, as_samples, check_positive_int
 from . import register
+from ..theory.gaussian import phi_empirical_mixture
 from ._mnist import MNISTModelParams, classifier, mnist_setup, var
 
-__all__ = ["Params", "run", "plot", "TINY", "covariance_top_eigenvalue", "two_cluster_geometry",
-           "phi_empirical_mixture", "decoded_phi"]
+__all__ = ["Params", "run", "plot", "TINY", "covariance_top_eigenvalue", "two_cluster_geometry", "decoded_phi"]
 
 
 @register("mnist-cloning", title="Cloning on MNIST 0 vs 1: learned phi(t) and t_S against (1/2) log Lambda")
@@ -172,86 +172,6 @@ def two_cluster_geometry(x, labels, classes: Sequence) -> dict:
 # ---------------------------------------------------------------------------------------------
 # phi of the exact (empirical-mixture) score of a training set
 # ---------------------------------------------------------------------------------------------
-
-def phi_empirical_mixture(t, x_train, labels, *, n_samples: int = 2000, seed: SeedLike = None,
-                          chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Cloning probability of the exact score of a training set, by Monte Carlo over ``x_t``.
-
-    The exact score of ``P`` training points ``x_j`` is that of the empirical mixture ``p_t(x) =
-    (1/P) sum_j N(x; s x_j, Delta I)``. For exact reverse dynamics the clones' endpoints are
-    independent draws from the posterior over training points, ``w_j(x_t) ∝ exp(-|x_t - s x_j|^2 /
-    (2 Delta))``, so with ``P(c | x_t) = sum_{j in c} w_j``
-
-        phi(t) = E_{x_t ~ p_t}[ sum_c P(c | x_t)^2 ]                    [BBBM24]
-
-    ``x_t = s x_j + sqrt(Delta) xi`` is sampled exactly and ``P(c | x_t)`` computed exactly
-    (max-shifted exponentials), so the estimator is Rao-Blackwellised. The same draws ``(j, xi)`` serve every
-    time (common random numbers): with ``G = X_j X^T`` and ``Z = xi X^T`` computed once, ``x_t . x_i
-    = s G + sqrt(Delta) Z``, and each time costs ``O(n_samples P)`` instead of ``O(n_samples P d)``.
-    This score memorises below the collapse time, which leaves the speciation time alone while
-    ``t_C < t_S`` [BBBM24]; see ``docs/theory.md``, "MNIST studies".
-
-    Parameters
-    ----------
-    t : float or array_like, shape (K,)
-        Physical times ``t = -(1/2) log alpha_bar > 0``.
-    x_train : array_like, shape (P, d)
-    labels : array_like, shape (P,)
-        Class of each training point (any comparable values).
-    n_samples : int >= 2
-        Monte Carlo samples (per time, shared by all times).
-    seed : int, Generator or None
-    chunk : int >= 1
-        Samples per batch (memory about ``4 chunk P`` float64).
-
-    Returns
-    -------
-    phi, stderr : ndarray, float64, shape ``t.shape``
-        The estimate and its standard error (errors at different times are correlated).
-
-    Raises
-    ------
-    ValueError
-        Non-positive or non-finite times, bad shapes, ``n_samples < 2``.
-    """
-    tt = np.asarray(t, dtype=np.float64)
-    if not np.all(np.isfinite(tt)) or np.any(tt <= 0.0):
-        raise ValueError("t must hold finite physical times > 0 (at t = 0 the posterior is a point mass)")
-    x = as_samples("x_train", x_train, dtype=np.float64)
-    labels = np.asarray(labels)
-    if labels.shape != (x.shape[0],):
-        raise ValueError(f"labels must have shape ({x.shape[0]},), got {labels.shape}")
-    n_samples = check_positive_int("n_samples", n_samples, minimum=2)
-    chunk = check_positive_int("chunk", chunk)
-    rng = as_generator(seed)
-    _, cls = np.unique(labels, return_inverse=True)
-    onehot = np.zeros((x.shape[0], cls.max() + 1))
-    onehot[np.arange(x.shape[0]), cls] = 1.0
-    sq = 0.5 * np.einsum("ij,ij->i", x, x)
-    s = np.exp(-tt.ravel())
-    delta = -np.expm1(-2.0 * tt.ravel())
-    vals = np.empty((tt.size, n_samples))
-    for start in range(0, n_samples, chunk):
-        n = min(chunk, n_samples - start)
-        j = rng.integers(0, x.shape[0], size=n)
-        H = x[j] @ x.T
-        H -= sq[None, :]  # x_j.x_i - |x_i|^2 / 2
-        Z = rng.standard_normal((n, x.shape[1])) @ x.T  # xi.x_i
-        logw, tmp = np.empty_like(H), np.empty_like(H)
-        for k in range(tt.size):
-            # log w_i = (s x_t.x_i - s^2 |x_i|^2 / 2) / Delta + const(x_t)
-            #         = (s^2 / Delta) H + (s / sqrt(Delta)) Z, computed in place
-            np.multiply(H, s[k] * s[k] / delta[k], out=logw)
-            logw += np.multiply(Z, s[k] / math.sqrt(delta[k]), out=tmp)
-            logw -= logw.max(axis=1, keepdims=True)
-            np.exp(logw, out=logw)
-            pc = logw @ onehot  # unnormalised class posteriors; their sum is the normaliser
-            pc /= pc.sum(axis=1, keepdims=True)
-            vals[k, start:start + n] = np.sum(pc * pc, axis=1)
-    phi = vals.mean(axis=1).reshape(tt.shape)
-    err = (vals.std(axis=1, ddof=1) / math.sqrt(n_samples)).reshape(tt.shape)
-    return phi, err
-
 
 # ---------------------------------------------------------------------------------------------
 # the measurement

@@ -71,8 +71,9 @@ class Params:
                                                "coord": True})
     h: float = field(default=0.0, metadata={"help": "per-spin field (with a checkpoint: its h)", "coord": True})
     n_train: int = field(default=4000, metadata={"help": "training configurations (when training here)"})
-    epochs: int = field(default=120, metadata={
-        "help": "training epochs (when training here; 120 is the quick preset's, which breaks the symmetry on time)"})
+    epochs: int = field(default=0, metadata={
+        "help": "Adam epochs after the least-squares start (when training here; 0 is the quick preset's, which "
+                "breaks the symmetry on time)"})
     T: int = field(default=100, metadata={"help": "diffusion steps (when training here)"})
     hidden: int = field(default=160, metadata={"help": "hidden units per net (when training here)"})
     n_eval: int = field(default=400, metadata={"help": "forward samples per step for the score comparison"})
@@ -88,9 +89,10 @@ class Params:
         check_positive_int("N", self.N, minimum=2)
         check_real("beta", self.beta, lo=0.0)
         check_real("h", self.h)
-        for name in ("n_train", "epochs", "hidden", "n_eval", "n_potential", "n_pairs", "n_pairs_exact",
+        for name in ("n_train", "hidden", "n_eval", "n_potential", "n_pairs", "n_pairs_exact",
                      "n_generate", "n_trajectories"):
             check_positive_int(name, getattr(self, name), minimum=2 if name.startswith("n_") else 1)
+        check_positive_int("epochs", self.epochs, minimum=0)
         check_positive_int("T", self.T, minimum=21)  # the rescaled linear schedule needs T > 20
         check_positive_int("seed", self.seed, minimum=0)
         for name in ("checkpoint", "linear_checkpoint"):

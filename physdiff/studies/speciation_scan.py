@@ -4,8 +4,9 @@ learned double well, against the exact score's crossing and the exact theory.
 
     physdiff study speciation-scan --out runs/speciation_scan     # N = 64, seeds 0-4, epochs 10/30/60
 
-Runs: every seed in ``seeds`` at the preset's 30 epochs, and ``seeds[0]`` at every value in
-``epochs``. The training seed sets the training set (``n_train`` exact configurations), the
+Runs: every seed in ``seeds`` at the quick preset's epochs (0: the least-squares start alone,
+``docs/symmetry-breaking.md``), and ``seeds[0]`` at every value in ``epochs`` (Adam epochs after
+that start). The training seed sets the training set (``n_train`` exact configurations), the
 initialisation, the minibatch order and the noise. All runs share the branch steps and the
 classification step. Reported: ``phi(run, step)`` with binomial errors, the crossing of 0.7752 per
 run with its bootstrap error (:meth:`physdiff.reverse.CloningResult.speciation_time`), the mean
@@ -50,8 +51,8 @@ class Params:
     N: int = field(default=64, metadata={"help": "number of spins", "coord": True})
     beta: float = field(default=1.5, metadata={"help": "inverse temperature", "coord": True})
     h: float = field(default=0.0, metadata={"help": "per-spin field", "coord": True})
-    seeds: tuple[int, ...] = field(default=(0, 1, 2, 3, 4), metadata={"help": "training seeds (at 30 epochs)"})
-    epochs: tuple[int, ...] = field(default=(10, 30, 60), metadata={"help": "epochs tried with the first seed"})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2, 3, 4), metadata={"help": "training seeds (at the preset's epochs)"})
+    epochs: tuple[int, ...] = field(default=(10, 30, 60), metadata={"help": "Adam epochs tried with the first seed"})
     n_pairs: int = field(default=2000, metadata={"help": "clone pairs per learned model"})
     n_pairs_exact: int = field(default=1000, metadata={"help": "clone pairs with the exact score"})
     n_theory: int = field(default=4000, metadata={"help": "Monte Carlo samples per time of the exact theory"})
@@ -80,13 +81,18 @@ class Params:
         check_positive_int("seed", self.seed, minimum=0)
 
 
-_PRESET_EPOCHS = 30  # epochs of every seed's run (the quick preset itself now has 120)
+def _preset_epochs() -> int:
+    """Epochs of every seed's run: the quick preset's (0, its least-squares start alone)."""
+    from .. import ddpm
+
+    return ddpm.get_config("curie-weiss", "quick").epochs
 
 
 def _runs(p: Params) -> list[tuple[int, int]]:
     """``(training seed, epochs)`` of every run: the seeds at the preset's epochs, then the first
     seed at the other numbers of epochs."""
-    return [(s, _PRESET_EPOCHS) for s in p.seeds] + [(p.seeds[0], e) for e in p.epochs if e != _PRESET_EPOCHS]
+    E = _preset_epochs()
+    return [(s, E) for s in p.seeds] + [(p.seeds[0], e) for e in p.epochs if e != E]
 
 
 def _well_depths(models, p: Params, steps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -146,7 +152,7 @@ def run(params: Params, progress: bool = False) -> dict[str, xr.Dataset]:
     phi_c, phi_c_err = gaussian.phi_curie_weiss_mc(t_curve, p.N, p.beta, p.h, n_samples=p.n_theory, seed=rng)
     Lam = cw.top_eigenvalue(p.N, p.beta, p.h)
     ts = np.asarray([r["speciation_time"] for r in res])
-    mean, sd, sem = _seed_stats(ts[[e == _PRESET_EPOCHS for _, e in runs]])
+    mean, sd, sem = _seed_stats(ts[[e == _preset_epochs() for _, e in runs]])
     col = lambda key: np.asarray([r[key] for r in res])  # noqa: E731
     V = C.var
     data = {
@@ -155,7 +161,8 @@ def run(params: Params, progress: bool = False) -> dict[str, xr.Dataset]:
         "speciation_time": V("run", ts, "crossing of 0.7752 by phi (learned)"),
         "speciation_time_stderr": V("run", col("speciation_time_stderr"), "bootstrap standard error of the crossing"),
         "share_plus": V("run", col("share_plus"), "share of originals ending with M > 0"),
-        "final_loss": V("run", np.asarray([float(np.nanmean(m.loss_history[-1])) for m in models]),
+        "final_loss": V("run", np.asarray([float(np.nanmean(m.loss_history[-1])) if len(m.loss_history) else math.nan
+                                         for m in models]),
                         "mean over steps of the last epoch's training loss"),
         "well_depth": V(("run", "well_step"), depth, "V(mu ~ 0) - min V of the learned binned potential"),
         "n_minima": V(("run", "well_step"), n_min, "minima of the learned binned potential"),
@@ -181,7 +188,7 @@ def run(params: Params, progress: bool = False) -> dict[str, xr.Dataset]:
         "well_step": ("well_step", np.asarray(well_steps), {**C.ONE, "long_name": "step of the well depths"}),
         "well_time": ("well_step", sched.physical_time[well_steps], {**C.ONE, "long_name": "physical time"})}
     return {"speciation_scan": xr.Dataset(data, coords=coords, attrs={
-        "t_classify": t_classify, "level": gaussian.PHI_SPECIATION, "preset_epochs": _PRESET_EPOCHS})}
+        "t_classify": t_classify, "level": gaussian.PHI_SPECIATION, "preset_epochs": _preset_epochs()})}
 
 
 def plot(datasets: dict[str, xr.Dataset]) -> dict:

@@ -12,7 +12,9 @@ exact finite-N and large-N values, and whose copies of training configurations m
 memorisation against two controls (:func:`physdiff.metrics.curie_weiss_memorization`), with the
 collapse time ``t_C(P)`` [BBBM24].
 
-Every model gets the same number of optimizer steps, not the same number of epochs: with a fixed
+At the quick preset every model is the least-squares fit of its nets on its ``P`` configurations
+(``init="lstsq"``, no Adam steps). With ``--steps`` every model gets the same number of optimizer
+steps after that start, not the same number of epochs: with a fixed
 number of epochs a model trained on ``P = 16`` configurations would take 30 Adam steps and be
 judged on its optimiser, not on its data; with a fixed number of steps small ``P`` means many
 passes over few configurations, the regime where a model can memorise them (the thing to measure).
@@ -51,7 +53,7 @@ class Params:
     H: float = field(default=0.5, metadata={"help": "total field; per-spin h = H / N", "coord": True})
     P: tuple[int, ...] = field(default=(16, 64, 256, 1024, 4096), metadata={"help": "training-set sizes"})
     steps: int = field(default=0, metadata={"help": "optimizer steps per model (0: the quick preset's epochs x 63 "
-                                                    "minibatches, 7560 at its 120 epochs)"})
+                                                    "minibatches; none at its 0 epochs, the least-squares fit only)"})
     epochs: int = field(default=0, metadata={"help": "the same number of epochs for every P instead of steps (0: off)"})
     n_generate: int = field(default=4000, metadata={"help": "generated samples per model"})
     T: int = field(default=100, metadata={"help": "diffusion steps of the models"})
@@ -93,7 +95,7 @@ def _plan(p: Params) -> list[tuple[int, int, int]]:
     steps = p.steps or cfg.epochs * math.ceil((cfg.n_train or 4000) / cfg.batch)
     plan = []
     for P in sorted(set(p.P)):
-        E = p.epochs or epochs_for_steps(steps, P, cfg.batch)
+        E = p.epochs or (epochs_for_steps(steps, P, cfg.batch) if steps else 0)
         plan.append((P, E, E * math.ceil(P / min(cfg.batch, P))))
     return plan
 

@@ -237,14 +237,9 @@ def _flat_params(model) -> np.ndarray:
 
 def _initial_params(config, x0: np.ndarray) -> np.ndarray:
     """The parameters :func:`physdiff.ddpm.train` starts from for ``config`` and ``x0`` (T, P)."""
-    from ..ddpm import StackedAutoencoders
+    from ..ddpm import initial_nets
 
-    model = StackedAutoencoders(config.T, x0.shape[1], config.hidden, config.activation, seed=config.seed)
-    if config.init == "gaussian":
-        x64 = x0.astype(np.float64)
-        model.init_gaussian(x64.mean(axis=0), np.cov(x64, rowvar=False), config.make_schedule().alpha_bar[1:],
-                            bound=float(np.abs(x64).max()))
-    return _flat_params(model)
+    return _flat_params(initial_nets(x0, config))
 
 
 def param_rel_diff(a: np.ndarray, b: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Cloning with the exact score of a two-Gaussian mixture, decoded into class and validity, reproduces
 the two-cluster theory phi(t) of [BBBM24] within its binomial error, with the expected share of
-invalid endpoints; the empirical-mixture phi of point masses is that theory with zero spread;
+invalid endpoints; the empirical-mixture phi (theory.gaussian) of point masses is that theory with zero spread;
 Lambda and the two-cluster geometry are exact on data whose covariance is known; the study refuses
 models that are not MNIST, and runs end to end on tiny Params.
 """
@@ -72,14 +72,14 @@ def test_phi_empirical_mixture_of_point_masses_is_the_zero_spread_theory():
     x = np.stack([m, m, -m])  # weight 2/3 on +m
     labels = np.array([1, 1, 0])
     t = np.array([0.2, 0.5, 0.8, 1.2, 2.0])
-    phi, err = mc.phi_empirical_mixture(t, x, labels, n_samples=4000, seed=1, chunk=700)
+    phi, err = gaussian.phi_empirical_mixture(t, x, labels, n_samples=4000, seed=1, chunk=700)
     th = gaussian.phi_two_clusters(t, np.linalg.norm(m), 0.0, 2.0 / 3.0)
     assert np.all(err > 0)
     assert np.all(np.abs(phi - th) < 4 * err + 1e-12), (phi, th, err)
-    phi2, _ = mc.phi_empirical_mixture(t, x, labels, n_samples=4000, seed=1, chunk=700)
+    phi2, _ = gaussian.phi_empirical_mixture(t, x, labels, n_samples=4000, seed=1, chunk=700)
     np.testing.assert_array_equal(phi, phi2)
     with pytest.raises(ValueError, match="t must"):
-        mc.phi_empirical_mixture([0.0], x, labels)
+        gaussian.phi_empirical_mixture([0.0], x, labels)
 
 
 def test_lambda_and_two_cluster_geometry_of_a_known_covariance():

@@ -25,7 +25,7 @@ def _one_thread():
 
 
 def test_thesis_steps_map_to_the_same_physical_time():
-    quick = ddpm.get_config("mnist", "quick").make_schedule()  # T = 50, betas rescaled by 20
+    quick = ddpm.get_config("mnist", "quick", T=50).make_schedule()  # betas rescaled by 20
     m = map_steps(quick, range(100, 1000, 100))
     np.testing.assert_array_equal(m["step"], np.arange(100, 1000, 100))
     pt = quick.physical_time
