@@ -96,7 +96,8 @@ def _fit_readout(model: StackedAutoencoders, i: int, x0: torch.Tensor, ab: float
     b2 += sol[k].to(b2.dtype)
 
 
-def init_lstsq(model: StackedAutoencoders, x0, alpha_bar, *, seed: int = 0, draws: int | None = None) -> None:
+def init_lstsq(model: StackedAutoencoders, x0, alpha_bar, *, seed: int = 0, draws: int | None = None,
+               progress: bool = False) -> None:
     """Initialise every net of ``model`` by the three steps of the module docstring, in place.
 
     Parameters
@@ -113,6 +114,8 @@ def init_lstsq(model: StackedAutoencoders, x0, alpha_bar, *, seed: int = 0, draw
     draws : int, optional
         Noisings of the training set in each fit; default ``ceil(40 000 / n)`` clipped to 1..10,
         so that every fit sees 40 000 rows or more (or 10 noisings of a small set).
+    progress : bool
+        A tqdm bar over the nets.
 
     Raises
     ------
@@ -138,6 +141,11 @@ def init_lstsq(model: StackedAutoencoders, x0, alpha_bar, *, seed: int = 0, draw
     lam, V = np.linalg.eigh(0.5 * (cov + cov.T))
     lam = np.clip(lam, 0.0, None)
     xt = torch.from_numpy(np.ascontiguousarray(x64, dtype=np.float32)).to(model.W1)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(alpha_bar), unit="net", desc="least-squares start", dynamic_ncols=True)
     for i, ab in enumerate(alpha_bar):
         rng = _rng(seed, i + 1)
         W, b = _spare_units(x64, lam, V, float(ab), k, rng)
@@ -145,3 +153,7 @@ def init_lstsq(model: StackedAutoencoders, x0, alpha_bar, *, seed: int = 0, draw
             model.W1[i, :, d:] = torch.from_numpy(W).to(model.W1)
             model.b1[i, d:] = torch.from_numpy(b).to(model.b1)
         _fit_readout(model, i, xt, float(ab), draws, rng)
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()

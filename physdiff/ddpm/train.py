@@ -364,11 +364,12 @@ def _resumed(resume, config: TrainConfig, fingerprint: str, device, say) -> tupl
     return ddpm, config, ddpm._train_state or {}
 
 
-def initial_nets(x0, config: TrainConfig, device=None) -> StackedAutoencoders:
+def initial_nets(x0, config: TrainConfig, device=None, progress: bool = False) -> StackedAutoencoders:
     """The nets :func:`train` starts from for data ``x0`` (n, d) and ``config`` (its ``init``, ``seed``).
 
     ``"random"``: ``nn.Linear``-like; ``"gaussian"``: :meth:`StackedAutoencoders.init_gaussian` with the
-    data's mean, covariance and bound; ``"lstsq"``: :func:`physdiff.ddpm.lstsq.init_lstsq`. Raises
+    data's mean, covariance and bound; ``"lstsq"``: :func:`physdiff.ddpm.lstsq.init_lstsq` (a tqdm
+    bar over its nets if ``progress``). Raises
     ``ValueError`` where the start cannot be built (``hidden < d`` for the last two).
     """
     x0 = np.asarray(x0)
@@ -380,11 +381,11 @@ def initial_nets(x0, config: TrainConfig, device=None) -> StackedAutoencoders:
         model.init_gaussian(x64.mean(axis=0), np.cov(x64, rowvar=False).reshape(x0.shape[1], -1), alpha_bar,
                             bound=float(np.abs(x64).max()))
     elif config.init == "lstsq":
-        init_lstsq(model, x0, alpha_bar, seed=seed)
+        init_lstsq(model, x0, alpha_bar, seed=seed, progress=progress)
     return model
 
 
-def _fresh(x0: np.ndarray, config: TrainConfig, metadata, fingerprint: str, device) -> DDPM:
+def _fresh(x0: np.ndarray, config: TrainConfig, metadata, fingerprint: str, device, progress: bool) -> DDPM:
     """A new, untrained model for data ``x0`` (initialised by ``config.init``), its data metadata checked."""
     n, d = x0.shape
     if config.seed is None:
@@ -403,7 +404,7 @@ def _fresh(x0: np.ndarray, config: TrainConfig, metadata, fingerprint: str, devi
     data = {**meta, "n": int(n), "d": int(d), "sha256": fingerprint}
     schedule = config.make_schedule()
     t0 = time.monotonic()
-    model = initial_nets(x0, config, device)
+    model = initial_nets(x0, config, device, progress)
     return DDPM(model, schedule, config, data=data, loss_history=np.full((config.epochs, config.T), np.nan),
                 epochs_done=np.zeros(config.T, dtype=np.int64), train_seconds=time.monotonic() - t0)
 
@@ -644,7 +645,9 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
     if resume is not None:
         ddpm, config, state = _resumed(resume, config, fingerprint, device, say)
     else:
-        ddpm, state = _fresh(x0, config, metadata, fingerprint, device), {}
+        if config.init == "lstsq":
+            say(f"fitting the least-squares start of {config.T} nets (init='lstsq')")
+        ddpm, state = _fresh(x0, config, metadata, fingerprint, device, progress), {}
         config = ddpm.config
     if ddpm.d != d:
         raise ValueError(f"x0 has d={d} features but the model has d={ddpm.d}")
@@ -672,7 +675,7 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
 
     say(f"training {T} nets (d={d}, hidden={config.hidden}, {config.activation}) on n={n} points: "
         f"{E} epochs x {math.ceil(n / B)} minibatches of {B}, {len(bounds)} chunk(s) of <= {C} nets, device {device}")
-    if progress:
+    if progress and E:
         run.bar = _progress_bar(ddpm, bounds)
     if checkpoint is not None:
         run.ckpt = TrainingCheckpoint(checkpoint)
