@@ -78,6 +78,21 @@ def test_lstsq_start_is_reproducible_and_seeded():
     assert not torch.equal(nets[0]["W2"], nets[2]["W2"])
 
 
+def test_lstsq_start_does_not_depend_on_the_number_of_threads():
+    # a fit large enough for torch to split its matmuls over threads (9 blocks of rows, 116 spare units)
+    rng = np.random.default_rng(7)
+    x0 = np.tanh(rng.standard_normal((25_000, 84)) @ rng.standard_normal((84, 84)) * 0.3)
+    ab = np.array([0.95, 0.4])
+    states = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)  # the autouse fixture restores the count
+        net = ddpm.StackedAutoencoders(2, 84, hidden=200, seed=0)
+        init_lstsq(net, x0, ab, seed=3, draws=3)
+        states.append(net.state_dict())
+    for name in ("W1", "b1", "W2", "b2"):
+        assert torch.equal(states[0][name], states[1][name]), name
+
+
 def test_lstsq_start_refuses_what_it_cannot_fit():
     x0, _ = _two_clusters(100, 5)
     ab = np.array([0.9, 0.5])
