@@ -76,10 +76,11 @@ PRESETS: dict[str, dict[str, TrainConfig]] = {
         # hidden 2400, init = "lstsq" and no Adam epochs: every net is the exact eps of the data's
         # Gaussian fit on 784 units plus 1616 units along data-aligned directions whose second layer
         # is the least-squares fit on 50 660 noisings of the train split's 12 665 zeros and ones
-        # (ddpm/lstsq.py; docs/symmetry-breaking.md). Measured on 2 quiet CPU cores: 380 s of
-        # training; 256 samples (3 sampling seeds): 96.9 % classified 0 or 1 with p >= 0.9 (real test
-        # digits 98.3 %), Frechet ratio 2.5-2.7, precision 0.81, recall 0.78 (real 0.91 / 0.89), zeros
-        # 48 %, no copies; learned speciation time 2.07 +- 0.04 (exact score of the training set 2.06).
+        # (ddpm/lstsq.py; docs/symmetry-breaking.md). Measured from a fresh clone on 2 quiet CPU cores:
+        # 347 s of training (1.5 GB checkpoint); its 256 samples: 96.9 % classified 0 or 1 with
+        # p >= 0.9 (real test digits 98.3 %), Frechet ratio 2.98, precision 0.79, recall 0.79 (real
+        # 0.91 / 0.89), 49 % zeros, no copies; learned speciation time 2.07 +- 0.04 (exact score of the
+        # training set 2.06). Three other sampling seeds: 96.9 %, Frechet ratios 2.5-2.7.
         # Fewer units or steps (same measure): T = 50, hidden 1600: 108 s, Frechet ratio 5.4;
         # T = 100, hidden 1600: 232 s, 3.5; T = 50, hidden 2400: 199 s, 4.2. Adam after the fit does
         # not help at this budget: one epoch at lr 1e-4 (80 s at T = 50) raised the Frechet ratio
