@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 from scipy.optimize import brentq
 from scipy.special import gammaln, logsumexp
 
@@ -458,9 +459,8 @@ def _hs_integrals(fields: np.ndarray, beta: float, need_mean: bool):
         logI = np.empty(n)
         mean = np.empty((n, N)) if need_mean else None
         bad = []
-        chunk = max(1, (1 << 16) // N)
-        m = (_TAYLOR_K + 2) // 2
-        work = (np.empty(min(n, chunk) * m * N), np.empty(min(n, chunk) * m * N))
+        chunk = max(1, _TAYLOR_CHUNK // N)
+        work = (np.empty(min(n, chunk) * N), np.empty(min(n, chunk) * N))
         cp, cm = _saddle_starts(H, beta)  # all samples at once: few numpy calls
         # a shorter expansion first at large N (cheaper, usually certified), the full one for the rest
         K1 = _TAYLOR_K_LARGE_N if N >= _TAYLOR_LARGE_N else _TAYLOR_K
@@ -530,6 +530,8 @@ _TAYLOR_LARGE_N = 5000
 _TAYLOR_K_LARGE_N = 10
 # certified bounds: relative error of Z, absolute error of <a_i>
 _TAYLOR_TOL = 1e-12
+# spins (samples x N) per batch of the expansion: one (chunk, N) tanh array per centre
+_TAYLOR_CHUNK = 1 << 18
 
 
 def _derivative_polynomials(K: int):
@@ -558,37 +560,118 @@ def _dpoly(K: int):
     return _DPOLY[K]
 
 
-def _power_stack(U: np.ndarray, m: int, work: np.ndarray | None = None) -> np.ndarray:
-    """``P[:, a] = tanh(U)^(a+1)`` for ``a = 0..m-1`` -> (n, m, N), in ``work`` if given (reused
-    between chunks: fresh pages of a new array cost more than the multiplications)."""
-    n, N = U.shape
-    P = np.empty((n, m, N)) if work is None else work.reshape(-1)[:n * m * N].reshape(n, m, N)
-    np.tanh(U, out=P[:, 0])
-    T = P[:, 0]
-    for a in range(1, m):
-        np.multiply(P[:, a - 1], T, out=P[:, a])
-    return P
+_LOG2 = math.log(2.0)
+# spins per block of the numba kernels below (a block of float64 stays in L1)
+_KB = 512
 
 
-def _power_sums(P: np.ndarray, J: int) -> np.ndarray:
-    """``p[:, j] = sum_i T[:, i]^j`` for ``j = 0..J`` from the stack ``P`` of ``_power_stack``.
+@njit(cache=True)
+def _neumaier(v, m):  # pragma: no cover - compiled
+    """Compensated sum of ``v[:m]`` (no fast-math: the compensation must not be reassociated)."""
+    s, comp = 0.0, 0.0
+    for i in range(m):
+        t = s + v[i]
+        if abs(s) >= abs(v[i]):
+            comp += (s - t) + v[i]
+        else:
+            comp += (v[i] - t) + s
+        s = t
+    return s + comp
 
-    One batched matrix product reads every power once: ``P @ [1, T^m]`` gives ``p_1..p_m`` and
-    ``p_{m+1}..p_{2m}`` (``<T^(a+1), T^m>``), so ``J <= 2m``.
+
+@njit(cache=True, fastmath={"reassoc", "contract", "nsz"})
+def _centre_kernel(H, cb, T, J, need_L0, p, L0):  # pragma: no cover - compiled
+    """One pass over ``T[r] = tanh(cb[r] + H[r])``: ``p[r, j] = sum_i T[r, i]^j``, ``j = 0..J``, and
+    (if ``need_L0``) ``L0[r] = sum_i [log 2cosh(cb[r] + H[r, i]) - |H[r, i]|]``.
+
+    ``log 2cosh(u) - |H| = (|u| - |H|) + log 2 - log(1 + |tanh u|)`` (exact identity, no cancellation
+    for large ``|u|``), and ``|u| - |H| = c sign(H)`` where ``u = c + H`` and ``H`` have the same sign,
+    ``-c sign(H) - 2 |H|`` (with ``|H| < |c|``) where they do not: an exact integer count times ``c``
+    plus a sum of small terms. The product of ``1 + |tau| in [1, 2]`` is renormalised by ``frexp``
+    every ``_KB`` spins (one logarithm per row, the powers of 2 an exact integer). Block sums are
+    combined with compensation, so ``L0`` is good to about an ulp of its size.
     """
-    n, m, N = P.shape
-    V = np.empty((n, N, 2))
-    V[:, :, 0] = 1.0
-    V[:, :, 1] = P[:, m - 1]
-    R = np.matmul(P, V)  # (n, m, 2)
-    p = np.empty((n, 2 * m + 1))
-    p[:, 0] = N
-    p[:, 1:m + 1] = R[:, :, 0]
-    p[:, m + 1:] = R[:, :, 1]
-    return p[:, :J + 1]
+    n, N = T.shape
+    w = np.empty(_KB)
+    nb = (N + _KB - 1) // _KB
+    blk = np.empty(max(nb, 5))
+    for r in range(n):
+        for j in range(J + 1):
+            p[r, j] = 0.0
+        p[r, 0] = N
+        c = cb[r]
+        mant, ex, cnt = 1.0, 0, 0.0
+        for bi in range(nb):
+            a = bi * _KB
+            L = min(N - a, _KB)
+            Tr = T[r, a:a + L]
+            for i in range(L):
+                w[i] = Tr[i]
+            for j in range(1, J + 1):
+                acc = 0.0
+                for i in range(L):
+                    acc += w[i]
+                    w[i] *= Tr[i]
+                p[r, j] += acc
+            if need_L0:
+                Hr = H[r, a:a + L]
+                prod = 1.0
+                small = 0.0
+                for i in range(L):
+                    prod *= 1.0 + abs(Tr[i])
+                    h = Hr[i]
+                    sg = 1.0 if h >= 0.0 else -1.0
+                    if ((c + h) >= 0.0) == (h >= 0.0):
+                        cnt += sg
+                    else:
+                        cnt -= sg
+                        small += abs(h)
+                blk[bi] = small
+                mant, e = math.frexp(mant * prod)
+                ex += e
+        if need_L0:
+            small = _neumaier(blk, nb)
+            blk[0] = c * cnt
+            blk[1] = -2.0 * small
+            blk[2] = (N - ex) * _LOG2
+            blk[3] = -math.log(mant)
+            L0[r] = _neumaier(blk, 4)
 
 
-def _taylor_centre(H: np.ndarray, c: np.ndarray, beta: float, K: int, need_L0: bool, work=None, absH=None):
+@njit(cache=True, fastmath={"contract"})
+def _mean_kernel(Qp, Tp, idx, Qm, Tm, out):  # pragma: no cover - compiled
+    """``out[r] = clip(sum_k Qp[r, k] Tp[r]^k + [sum_k Qm[q, k] Tm[q]^k if q = idx[r] >= 0], -1, 1)``
+    by Horner, blocked (``Qp``, ``Qm`` of the same width)."""
+    n, N = Tp.shape
+    deg = Qp.shape[1] - 1
+    w = np.empty(_KB)
+    for r in range(n):
+        q = idx[r]
+        for a in range(0, N, _KB):
+            L = min(N - a, _KB)
+            o = out[r, a:a + L]
+            t = Tp[r, a:a + L]
+            for i in range(L):
+                o[i] = Qp[r, deg]
+            for k in range(deg - 1, -1, -1):
+                qk = Qp[r, k]
+                for i in range(L):
+                    o[i] = o[i] * t[i] + qk
+            if q >= 0:
+                t2 = Tm[q, a:a + L]
+                for i in range(L):
+                    w[i] = Qm[q, deg]
+                for k in range(deg - 1, -1, -1):
+                    qk = Qm[q, k]
+                    for i in range(L):
+                        w[i] = w[i] * t2[i] + qk
+                for i in range(L):
+                    o[i] += w[i]
+            for i in range(L):
+                o[i] = min(max(o[i], -1.0), 1.0)
+
+
+def _taylor_centre(H: np.ndarray, c: np.ndarray, beta: float, K: int, need_L0: bool, work=None):
     """Expansion of the reduced ``F(c + delta)`` (see ``_reduced_F``) in powers of ``delta``.
 
     With ``u_i = beta c + H_i``, ``tau_i = tanh u_i``::
@@ -598,40 +681,28 @@ def _taylor_centre(H: np.ndarray, c: np.ndarray, beta: float, K: int, need_L0: b
 
     exact up to ``N B[K+1] (beta |delta|)^{K+2} / (K+2)!`` (Lagrange remainder). Returns the
     coefficients ``A`` (n, K+2) of ``F`` in powers of ``delta`` (the constant term is 0 unless
-    ``need_L0``) and the powers ``P`` (n, m, N), ``P[:, a] = tau^(a+1)``, ``2 m >= K + 1``.
+    ``need_L0``) and ``tau`` (n, N), in ``work`` if given. One tanh pass and one fused numba pass
+    (power sums and ``log 2cosh``) over the spins.
     """
     n, N = H.shape
     C, _ = _dpoly(K)
-    m = (K + 2) // 2
-    U = beta * c[:, None] + H
-    P = _power_stack(U, m, work)
-    p = _power_sums(P, K + 1)
+    cb = beta * c
+    T = np.empty((n, N)) if work is None else work.reshape(-1)[:n * N].reshape(n, N)
+    np.add(H, cb[:, None], out=T)
+    np.tanh(T, out=T)
+    p = np.empty((n, K + 2))
+    L0 = np.zeros(n)
+    _centre_kernel(H, cb, T, K + 1, need_L0, p, L0)
     S = p @ C[:K + 1, :K + 2].T  # (n, K+1): S_0 .. S_K
     A = np.zeros((n, K + 2))
     k = np.arange(1, K + 2)
     A[:, 1:] = S * (beta ** k / np.exp(gammaln(k + 1)))[None, :]
     if need_L0:
-        np.abs(U, out=U)
-        # log 2cosh(u) - |H|, safe: |u| <= Hc + beta (1 + w) << 700 after clipping
-        np.cosh(U, out=U)
-        np.log(U, out=U)
-        A[:, 0] = U.sum(axis=1) + N * math.log(2.0) - (np.abs(H).sum(axis=1) if absH is None else absH)
+        A[:, 0] = L0
     A[:, 0] -= 0.5 * N * beta * c ** 2
     A[:, 1] -= N * beta * c
     A[:, 2] -= 0.5 * N * beta
-    return A, P
-
-
-def _poly_from_powers(Q: np.ndarray, P: np.ndarray) -> np.ndarray:
-    """``sum_k Q[:, k] tau^k`` (n, N) for ``Q`` (n, k_max + 1), ``k_max <= 2m``, from the powers ``P``
-    (n, m, N) of ``_power_stack``: one or two batched matrix-vector products, no Horner passes."""
-    n, m, N = P.shape
-    kmax = Q.shape[1] - 1
-    out = np.matmul(Q[:, None, 1:min(kmax, m) + 1], P[:, :min(kmax, m)])[:, 0]
-    out += Q[:, :1]
-    if kmax > m:  # tau^m * sum_{k > m} Q_k tau^(k - m)
-        out += P[:, m - 1] * np.matmul(Q[:, None, m + 1:], P[:, :kmax - m])[:, 0]
-    return out
+    return A, T
 
 
 def _moments(Pw: np.ndarray, d: np.ndarray, K: int) -> np.ndarray:
@@ -729,10 +800,9 @@ def _taylor_integrals(H: np.ndarray, beta: float, need_mean: bool, K: int | None
     ok = np.ones(n, dtype=bool)
     rows2 = np.flatnonzero(two)
     need_L0 = bool(rows2.size) or not need_mean  # absolute F needed to weigh two centres / log Z
-    absH = np.abs(H).sum(axis=1) if need_L0 else None  # sum_i |H_i|, shared by both centres
-    Ap, Tp = _taylor_centre(H, cp, beta, K, need_L0, work[0], absH)
+    Ap, Tp = _taylor_centre(H, cp, beta, K, need_L0, work[0])
     if rows2.size:
-        Am, Tm = _taylor_centre(H[rows2], cm[rows2], beta, K, True, work[1], absH[rows2])
+        Am, Tm = _taylor_centre(H[rows2], cm[rows2], beta, K, True, work[1])
 
     def window(c):
         k0 = np.ceil((c - R - m0) / dx).astype(np.int64)
@@ -802,7 +872,7 @@ def _taylor_integrals(H: np.ndarray, beta: float, need_mean: bool, K: int | None
 
 def _taylor_mean(Pp, dp, Tp, rows2, other, beta: float, K: int):
     """Posterior mean from the lattice weights ``Pp`` (normalised over both centres) at offsets
-    ``dp`` around the first centre (powers ``Tp``) and, for the rows ``rows2``, ``other = (Pm, dm,
+    ``dp`` around the first centre (``Tp = tanh(beta cp + H)``) and, for the rows ``rows2``, ``other = (Pm, dm,
     Tm)`` around the second: the tanh series ``<a_i> = sum_k beta^k E[delta^k] / k! D^k(tau_i)``,
     truncated after the first order ``Km`` whose Lagrange remainder ``B[Km] E|beta delta|^Km / Km!``
     is below ``_TAYLOR_TOL`` for every sample. Returns ``mean`` (n, N) and ``ok`` (n,)."""
@@ -818,10 +888,15 @@ def _taylor_mean(Pp, dp, Tp, rows2, other, beta: float, K: int):
     rem = B[j] * abs_p / np.exp(gammaln(j + 1))  # (n, K+1): remainder bound after q terms
     fine = np.flatnonzero(np.max(rem, axis=0) <= _TAYLOR_TOL)
     Km = int(fine[0]) if fine.size else K
-    mean = _poly_from_powers((mom_p[:, :Km] * fac[None, :Km]) @ C[:Km, :Km + 1], Tp)
+    Qp = (mom_p[:, :Km] * fac[None, :Km]) @ C[:Km, :Km + 1]  # coefficients in powers of tau
+    idx = np.full(Qp.shape[0], -1, dtype=np.int64)
     if other is not None:
-        mean[rows2] += _poly_from_powers((mom_m[:, :Km] * fac[None, :Km]) @ C[:Km, :Km + 1], Tm)
-    np.clip(mean, -1.0, 1.0, out=mean)
+        Qm = (mom_m[:, :Km] * fac[None, :Km]) @ C[:Km, :Km + 1]
+        idx[rows2] = np.arange(rows2.size)
+    else:
+        Qm, Tm = Qp[:0], Tp[:0]
+    mean = np.empty(Tp.shape)
+    _mean_kernel(np.ascontiguousarray(Qp), Tp, idx, np.ascontiguousarray(Qm), Tm, mean)
     return mean, rem[:, Km] <= _TAYLOR_TOL
 
 

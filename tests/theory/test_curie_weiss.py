@@ -496,3 +496,40 @@ def test_certified_bound_bounds_the_error(K):
         assert np.all(np.abs(mean[ok] - mq[ok]) <= cw._TAYLOR_TOL + 1e-13)
     if K == 6:
         assert refused > 0  # the bound is not vacuous: short expansions are refused somewhere
+
+
+@pytest.mark.parametrize("N", [1, 511, 1300])
+def test_taylor_centre_kernel_matches_direct_sums(N):
+    """The fused numba pass (power sums of tanh, sum log 2cosh - |H| through log(1 + |tanh|)) equals
+    the direct numpy sums, also for fields near the clipping bound and blocks of any length."""
+    rng = np.random.default_rng(N)
+    beta, K = 1.7, 10
+    _, _, _, Hc = cw._hs_geometry(max(N, 200), beta)
+    H = np.concatenate([rng.standard_normal((3, N)) * 3.0, rng.uniform(-Hc, Hc, (2, N))])
+    c = np.array([0.9, -0.4, 0.0, 0.7, -1.1])
+    A, T = cw._taylor_centre(H, c, beta, K, True)
+    U = beta * c[:, None] + H
+    np.testing.assert_array_equal(T, np.tanh(U))
+    p = np.stack([(T ** j).sum(axis=1) for j in range(K + 2)], axis=1)
+    C, _ = cw._dpoly(K)
+    k = np.arange(1, K + 2)
+    coef = (p @ C[:K + 1, :K + 2].T) * beta ** k / np.array([math.factorial(j) for j in k])
+    coef[:, 0] -= N * beta * c
+    coef[:, 1] -= 0.5 * N * beta
+    np.testing.assert_allclose(A[:, 1:], coef, rtol=1e-12, atol=1e-12 * N)
+    L0 = (cw._log2cosh(U) - np.abs(H)).sum(axis=1) - 0.5 * N * beta * c ** 2
+    np.testing.assert_allclose(A[:, 0], L0, rtol=1e-13, atol=1e-13 * N)
+
+
+def test_mean_kernel_is_the_clipped_polynomial():
+    rng = np.random.default_rng(5)
+    n, N, deg = 4, 700, 7
+    Tp, Tm = np.tanh(rng.standard_normal((n, N))), np.tanh(rng.standard_normal((2, N)))
+    Qp, Qm = rng.standard_normal((n, deg + 1)) * 0.3, rng.standard_normal((2, deg + 1)) * 0.3
+    idx = np.array([-1, 1, -1, 0])
+    out = np.empty((n, N))
+    cw._mean_kernel(Qp, Tp, idx, Qm, Tm, out)
+    pv = np.polynomial.polynomial.polyval
+    for r in range(n):
+        e = pv(Tp[r], Qp[r]) + (pv(Tm[idx[r]], Qm[idx[r]]) if idx[r] >= 0 else 0.0)
+        np.testing.assert_allclose(out[r], np.clip(e, -1.0, 1.0), rtol=0, atol=1e-14)
