@@ -20,6 +20,10 @@ On a shared machine the wall times depend on the load: every figure is the minim
     python benchmarks/bench_train.py --d 2 --hidden 1000 --T 100 --n 2000 --batch 100 --epochs 3
     python benchmarks/bench_train.py --d 64 --hidden 160 --T 100 --n 4000 --batch 64 --epochs 1
     python benchmarks/bench_train.py --hidden 1700 --T 20 --device cuda
+    # the thesis' Swiss roll (3 pi) in full on the fused path; the sequential loop on 10 of its nets
+    python benchmarks/bench_train.py --d 2 --hidden 1000 --T 1000 --n 20000 --batch 50 --epochs 30 \
+        --no-sequential --no-batched --no-bmm --repeats 1
+    python benchmarks/bench_train.py --d 2 --hidden 1000 --T 10 --n 20000 --batch 50 --epochs 1 --repeats 1
 """
 
 from __future__ import annotations
@@ -138,6 +142,10 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions (the minimum is reported)")
     p.add_argument("--no-sequential", action="store_true", help="skip the (slow) sequential baseline")
+    p.add_argument("--no-batched", action="store_true", help="skip the batched path (the fused one stays on CPU)")
+    p.add_argument("--no-bmm", action="store_true",
+                   help="skip the bare-bmm reference (for d = 2 it moves B x H activations through memory per "
+                        "net-step: at the thesis' Swiss-roll size it would take longer than the training)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -158,7 +166,7 @@ def main(argv=None) -> None:
           f"device={device} threads={torch.get_num_threads()}; {steps} net-steps, {flops / 1e9:.1f} GFLOP")
     # warm-up (allocator, kernels, numba compilation)
     small = cfg.replace(T=2, epochs=1, schedule={"name": "linear", "beta_start": 1e-3, "beta_end": 0.2})
-    modes = ["never"] + (["always"] if device.type == "cpu" else [])
+    modes = ([] if args.no_batched and device.type == "cpu" else ["never"]) + (["always"] if device.type == "cpu" else [])
     for mode in modes:
         trainer_seconds(x0, small, mode)
     rows = []
@@ -170,12 +178,14 @@ def main(argv=None) -> None:
              "always": "fused numba epoch (physdiff.ddpm.train, fused.MODE='always')"}
     for mode in modes:
         rows.append((names[mode], min(trainer_seconds(x0, cfg, mode) for _ in range(args.repeats)), loadavg()))
-    C = min(cfg.chunk or args.T, args.T)
-    bare_steps = max(1, steps // C)
-    t_bmm = min(bare_bmm_seconds(C, B, args.d, args.hidden, bare_steps, device) for _ in range(args.repeats))
-    bmm_rate = 10.0 * B * args.d * args.hidden * C * bare_steps / t_bmm / 1e9
+    bmm_rate = math.nan
+    if not args.no_bmm:
+        C = min(cfg.chunk or args.T, args.T)
+        bare_steps = max(1, steps // C)
+        t_bmm = min(bare_bmm_seconds(C, B, args.d, args.hidden, bare_steps, device) for _ in range(args.repeats))
+        bmm_rate = 10.0 * B * args.d * args.hidden * C * bare_steps / t_bmm / 1e9
+        print(f"bare torch.bmm of the same shapes (chunk {C}): {bmm_rate:8.2f} GFLOP/s   ({loadavg()})")
     peak = peak_gflops(device)
-    print(f"bare torch.bmm of the same shapes (chunk {C}): {bmm_rate:8.2f} GFLOP/s   ({loadavg()})")
     print(f"square 1024^3 torch.mm (practical peak):      {peak:8.2f} GFLOP/s   ({loadavg()})")
     t_seq = rows[0][1] if not args.no_sequential else None
     for name, t, load in rows:
