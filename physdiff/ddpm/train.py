@@ -114,7 +114,8 @@ PRESETS: dict[str, dict[str, TrainConfig]] = {
         "quick": TrainConfig(schedule=_rescaled(), T=100, hidden=128, lr=5e-3, epochs=40, batch=100,
                              seed=0, n_train=5000),
         # [Thesis] Table 2, spiral theta in [0, 3 pi]: hidden 1000, batch 50, lr 0.005, 30 epochs,
-        # 20 000 points.
+        # 20 000 points. 109 s on 2 quiet CPU cores (the fused path; about 55 min for the thesis'
+        # sequential loop, benchmarks/bench_train.py).
         "thesis": TrainConfig(schedule=dict(_THESIS_SCHEDULE), T=1000, hidden=1000, lr=5e-3, epochs=30,
                               batch=50, seed=0, n_train=20_000),
     },
