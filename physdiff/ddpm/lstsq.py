@@ -68,7 +68,7 @@ def _spare_units(x0: np.ndarray, lam: np.ndarray, V: np.ndarray, ab: float, k: i
 
 @torch.no_grad()
 def _fit_readout(model: StackedAutoencoders, i: int, x0: torch.Tensor, ab: float, draws: int,
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, ridge: float) -> None:
     """Ridge least-squares second layer of the spare units of net ``i`` (step 3 above), in place."""
     d, k = model.d, model.hidden - model.d
     s, sd = math.sqrt(ab), math.sqrt(1.0 - ab)
@@ -90,15 +90,14 @@ def _fit_readout(model: StackedAutoencoders, i: int, x0: torch.Tensor, ab: float
             rows += len(xb)
     G /= rows
     FR /= rows
-    ridge = _RIDGE * float(torch.diagonal(G)[:k].sum()) / max(k, 1)
-    G[range(k), range(k)] += ridge
+    G[range(k), range(k)] += ridge * float(torch.diagonal(G)[:k].sum()) / max(k, 1)
     sol = torch.linalg.solve(G, FR)
     W2[d:] = sol[:k].to(W2.dtype)
     b2 += sol[k].to(b2.dtype)
 
 
 def init_lstsq(model: StackedAutoencoders, x0, alpha_bar, *, seed: int = 0, draws: int | None = None,
-               progress: bool = False) -> None:
+               ridge: float = _RIDGE, progress: bool = False) -> None:
     """Initialise every net of ``model`` by the three steps of the module docstring, in place.
 
     Parameters
@@ -115,6 +114,8 @@ def init_lstsq(model: StackedAutoencoders, x0, alpha_bar, *, seed: int = 0, draw
     draws : int, optional
         Noisings of the training set in each fit; default ``ceil(40 000 / n)`` clipped to 1..10,
         so that every fit sees 40 000 rows or more (or 10 noisings of a small set).
+    ridge : float >= 0
+        Ridge of the normal equations relative to the mean diagonal of their Gram matrix.
     progress : bool
         A tqdm bar over the nets.
 
@@ -140,6 +141,8 @@ def init_lstsq(model: StackedAutoencoders, x0, alpha_bar, *, seed: int = 0, draw
     if k == 0 or model.activation == "linear":  # linear nets: the Gaussian start is the least-squares optimum
         return
     draws = int(np.clip(math.ceil(40_000 / n), 1, 10)) if draws is None else int(draws)
+    if not (ridge >= 0 and math.isfinite(ridge)):
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge}")
     lam, V = np.linalg.eigh(0.5 * (cov + cov.T))
     lam = np.clip(lam, 0.0, None)
     xt = torch.from_numpy(np.ascontiguousarray(x64, dtype=np.float32)).to(model.W1)
@@ -154,7 +157,7 @@ def init_lstsq(model: StackedAutoencoders, x0, alpha_bar, *, seed: int = 0, draw
         with torch.no_grad():
             model.W1[i, :, d:] = torch.from_numpy(W).to(model.W1)
             model.b1[i, d:] = torch.from_numpy(b).to(model.b1)
-        _fit_readout(model, i, xt, float(ab), draws, rng)
+        _fit_readout(model, i, xt, float(ab), draws, rng, ridge)
         if bar is not None:
             bar.update()
     if bar is not None:

@@ -98,6 +98,8 @@ def test_lstsq_start_refuses_what_it_cannot_fit():
     ab = np.array([0.9, 0.5])
     with pytest.raises(ValueError, match="hidden >= d"):
         init_lstsq(ddpm.StackedAutoencoders(2, D, hidden=3), x0, ab)
+    with pytest.raises(ValueError, match="ridge must be"):
+        init_lstsq(ddpm.StackedAutoencoders(2, D, hidden=8), x0, ab, ridge=-1.0)
     with pytest.raises(ValueError, match="d=3 features"):
         init_lstsq(ddpm.StackedAutoencoders(2, D, hidden=8), x0[:, :3], ab)
 
