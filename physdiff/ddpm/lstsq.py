@@ -2,7 +2,7 @@
 
 Gradient descent learns the non-Gaussian part of a data set slowly: from the Gaussian start
 (:meth:`StackedAutoencoders.init_gaussian`) the spare units must first turn towards the few directions
-that carry it (the class direction of MNIST 0/1, ``u = 1/sqrt(N)`` of Curie-Weiss), a plateau whose
+that carry it (the class direction of MNIST 0/1, ``u = (1, ..., 1)/sqrt(N)`` of Curie-Weiss), a plateau whose
 length grows with ``d`` (``docs/symmetry-breaking.md``). This start skips it. For step ``t``, with
 ``s = sqrt(alpha_bar_t)``, ``Delta = 1 - alpha_bar_t`` and the data covariance ``C = sum_k lambda_k
 v_k v_k^T``:
@@ -18,7 +18,8 @@ v_k v_k^T``:
 3. With the first layer fixed, the loss ``mean |eps - eps_theta(x_t)|^2`` is quadratic in the second
    layer: the spare units' ``W2`` and the bias ``b2`` are its ridge least-squares minimiser on
    ``draws`` noisings of the training set (the residual of the Gaussian part as target; ridge
-   ``1e-4 tr(G) / k`` on the Gram matrix ``G`` of the ``k`` spare features, for conditioning only).
+   ``1e-4 tr(G) / k`` on the Gram matrix ``G`` of the ``k`` spare features: small, ten times larger
+   gave worse MNIST samples).
 
 Training then continues from there with Adam. The start is the classical random-features model
 (Rahimi and Recht 2007) with data-dependent directions, fitted exactly; see ``docs/theory.md``,
