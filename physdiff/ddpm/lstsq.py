@@ -1,9 +1,10 @@
 """``init="lstsq"``: start every net at the least-squares fit of its noise predictor on data-aligned units.
 
 Gradient descent learns the non-Gaussian part of a data set slowly: from the Gaussian start
-(:meth:`StackedAutoencoders.init_gaussian`) the spare units must first turn towards the few directions
-that carry it (the class direction of MNIST 0/1, ``u = (1, ..., 1)/sqrt(N)`` of Curie-Weiss), a plateau whose
-length grows with ``d`` (``docs/symmetry-breaking.md``). This start skips it. For step ``t``, with
+(:meth:`StackedAutoencoders.init_gaussian`) the spare units must first turn towards the few
+directions that carry it (the class direction of MNIST 0/1, ``u = (1, ..., 1)/sqrt(N)`` of
+Curie-Weiss), a plateau that is longest near the speciation time, where that part is weakest
+(``docs/symmetry-breaking.md``). This start skips it. For step ``t``, with
 ``s = sqrt(alpha_bar_t)``, ``Delta = 1 - alpha_bar_t`` and the data covariance ``C = sum_k lambda_k
 v_k v_k^T``:
 
