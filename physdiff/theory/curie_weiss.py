@@ -639,32 +639,31 @@ def _centre_kernel(H, cb, T, J, need_L0, p, L0):  # pragma: no cover - compiled
 
 
 @njit(cache=True, fastmath={"contract"})
+def _horner(coef, t, L, out):  # pragma: no cover - compiled
+    """``out[i] = sum_k coef[k] t[i]^k`` for ``i < L``, by Horner."""
+    deg = coef.shape[0] - 1
+    for i in range(L):
+        out[i] = coef[deg]
+    for k in range(deg - 1, -1, -1):
+        ck = coef[k]
+        for i in range(L):
+            out[i] = out[i] * t[i] + ck
+
+
+@njit(cache=True, fastmath={"contract"})
 def _mean_kernel(Qp, Tp, idx, Qm, Tm, out):  # pragma: no cover - compiled
     """``out[r] = clip(sum_k Qp[r, k] Tp[r]^k + [sum_k Qm[q, k] Tm[q]^k if q = idx[r] >= 0], -1, 1)``
     by Horner, blocked (``Qp``, ``Qm`` of the same width)."""
     n, N = Tp.shape
-    deg = Qp.shape[1] - 1
     w = np.empty(_KB)
     for r in range(n):
         q = idx[r]
         for a in range(0, N, _KB):
             L = min(N - a, _KB)
             o = out[r, a:a + L]
-            t = Tp[r, a:a + L]
-            for i in range(L):
-                o[i] = Qp[r, deg]
-            for k in range(deg - 1, -1, -1):
-                qk = Qp[r, k]
-                for i in range(L):
-                    o[i] = o[i] * t[i] + qk
+            _horner(Qp[r], Tp[r, a:a + L], L, o)
             if q >= 0:
-                t2 = Tm[q, a:a + L]
-                for i in range(L):
-                    w[i] = Qm[q, deg]
-                for k in range(deg - 1, -1, -1):
-                    qk = Qm[q, k]
-                    for i in range(L):
-                        w[i] = w[i] * t2[i] + qk
+                _horner(Qm[q], Tm[q, a:a + L], L, w)
                 for i in range(L):
                     o[i] += w[i]
             for i in range(L):
