@@ -88,6 +88,7 @@ def test_lstsq_start_does_not_depend_on_the_number_of_threads():
         torch.set_num_threads(threads)  # the autouse fixture restores the count
         net = ddpm.StackedAutoencoders(2, 84, hidden=200, seed=0)
         init_lstsq(net, x0, ab, seed=3, draws=3)
+        assert torch.get_num_threads() == threads  # the fit's one-thread ops are undone
         states.append(net.state_dict())
     for name in ("W1", "b1", "W2", "b2"):
         assert torch.equal(states[0][name], states[1][name]), name
