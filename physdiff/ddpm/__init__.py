@@ -11,7 +11,7 @@ tensors and trained many at a time with batched matmuls::
     model = ddpm.load("run/")
 
 Rooms: :mod:`.model` (StackedAutoencoders), :mod:`.config` (TrainConfig), :mod:`.lstsq` (the
-least-squares start), :mod:`.train` (PRESETS, get_config, initial_nets, train, StackedAdam), :mod:`.sample` (DDPM: eps, score, sample, reconstruct, inpaint; load),
+least-squares start), :mod:`.train` (PRESETS, get_config, initial_nets, train, train_snapshots, StackedAdam), :mod:`.sample` (DDPM: eps, score, sample, reconstruct, inpaint; load),
 :mod:`.checkpoint` (files verified by SHA-256; partial checkpoints of a running training). Imports run
 one way: config, model <- lstsq, checkpoint <- sample <- train.
 
@@ -23,7 +23,7 @@ References
 
 from .model import StackedAutoencoders
 from .sample import DDPM, load
-from .train import PRESETS, StackedAdam, TrainConfig, get_config, initial_nets, loss_weights, train
+from .train import PRESETS, StackedAdam, TrainConfig, get_config, initial_nets, loss_weights, train, train_snapshots
 
-__all__ = ["train", "TrainConfig", "PRESETS", "get_config", "DDPM", "load", "StackedAutoencoders",
+__all__ = ["train", "train_snapshots", "TrainConfig", "PRESETS", "get_config", "DDPM", "load", "StackedAutoencoders",
            "StackedAdam", "loss_weights", "initial_nets"]

@@ -26,14 +26,16 @@ References
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -48,8 +50,8 @@ from .lstsq import init_lstsq
 from .model import StackedAutoencoders, _seed_for, apply_nets
 from .sample import DDPM, load
 
-__all__ = ["TrainConfig", "PRESETS", "get_config", "initial_nets", "train", "StackedAdam", "loss_weights",
-           "resolve_device"]
+__all__ = ["TrainConfig", "PRESETS", "get_config", "initial_nets", "train", "train_snapshots", "StackedAdam",
+           "loss_weights", "resolve_device"]
 
 # TrainConfig, LOSSES, SIGMAS and INITS live in .config (imported by .sample and .checkpoint too) and are
 # re-exported here.
@@ -335,15 +337,27 @@ def _epoch_randomness(seed: int, steps, epoch: int, n: int, d: int, device, gen)
     """Permutations (C, n) and noise (C, n, d) of ``epoch`` for the nets of ``steps`` (1-based).
 
     Net ``t`` draws from a generator seeded with ``(seed, t, epoch)``: first its permutation of the
-    data, then its noise, whatever the chunk it is trained in.
+    data, then its noise, whatever the chunk it is trained in. ``gen``: a ``torch.Generator`` or a
+    list of them; with several, the nets are drawn side by side in threads, one generator each
+    (torch's draws are serial; the bytes are the same, since every net re-seeds its generator).
     """
+    gens = list(gen) if isinstance(gen, (list, tuple)) else [gen]
     C = len(steps)
     perms = torch.empty((C, n), dtype=torch.long, device=device)
     noise = torch.empty((C, n, d), dtype=torch.float32, device=device)
-    for i, t in enumerate(steps):
-        gen.manual_seed(_seed_for(seed, int(t), epoch + 1))
-        torch.randperm(n, generator=gen, device=device, out=perms[i])
-        torch.randn((n, d), generator=gen, device=device, out=noise[i])
+
+    def draw(rows, g: torch.Generator) -> None:
+        for i in rows:
+            g.manual_seed(_seed_for(seed, int(steps[i]), epoch + 1))
+            torch.randperm(n, generator=g, device=device, out=perms[i])
+            torch.randn((n, d), generator=g, device=device, out=noise[i])
+
+    workers = min(len(gens), C)
+    if workers <= 1:
+        draw(range(C), gens[0])
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(draw, [range(w, C, workers) for w in range(workers)], gens[:workers]))
     return perms, noise
 
 
@@ -423,7 +437,7 @@ class _Run:
     make_optimizer: Callable
     use_fused: bool
     lrs: np.ndarray
-    gen: torch.Generator
+    gen: list  # torch.Generators of the epoch randomness, one per drawing thread
     B: int
     checkpoint_every: float
     on_epoch: Callable | None
@@ -672,7 +686,8 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
                weights=_step_weights(weights, schedule, config, device),
                make_optimizer=StackedAdam if optimizer is None else optimizer,
                use_fused=_fused.use_fused(device, d, config.hidden, B),  # small nets: one kernel per epoch
-               lrs=config.lr_per_step(), gen=torch.Generator(device=device), B=B,
+               lrs=config.lr_per_step(), B=B, gen=[torch.Generator(device=device) for _ in range(
+                   torch.get_num_threads() if device.type == "cpu" else 1)],
                checkpoint_every=checkpoint_every, on_epoch=on_epoch)
 
     say(f"training {T} nets (d={d}, hidden={config.hidden}, {config.activation}) on n={n} points: "
@@ -696,3 +711,91 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
     final = f"final mean loss {np.nanmean(ddpm.loss_history[-1]):.4g}" if E else f"no Adam epochs (init {config.init!r})"
     say(f"trained {T} nets in {ddpm.train_seconds:.1f} s; {final}")
     return ddpm
+
+
+def train_snapshots(x0, config: TrainConfig, epochs: Sequence[int], *, progress: bool = True,
+                    log: Callable | None = print, metadata: dict | None = None, weights=None,
+                    optimizer: Callable | None = None, on_epoch: Callable | None = None) -> dict[int, DDPM]:
+    """The models after each number of epochs in ``epochs``, kept from ONE run of ``max(epochs)`` epochs.
+
+    For scans over training time (how the learned speciation time moves with Adam epochs, ...). The
+    copy kept after ``e`` epochs is bit for bit the model ``train(x0, config.replace(epochs=e))``
+    returns (``e = 0``: the start alone): net ``t`` draws its permutation and noise of epoch ``k``
+    from a generator seeded by ``(config.seed, t, k)``, its learning rate depends on ``t`` and not
+    on the number of epochs, and so does the chunking, so the first ``e`` epochs of a longer run are
+    an ``e``-epoch run (tested). The scan then costs one start and ``max(epochs)`` epochs instead of
+    ``len(epochs)`` starts and ``sum(epochs)`` epochs.
+
+    Parameters
+    ----------
+    x0, config, progress, log, metadata, weights, optimizer, on_epoch
+        As :func:`train`; ``config.epochs`` is replaced by ``max(epochs)``. (No checkpoint or resume:
+        the copies live in memory.)
+    epochs : sequence of int >= 0
+        Numbers of epochs after which a copy is kept (repeats merged). 0 needs a start other than
+        ``init="random"``, as for :func:`train`.
+
+    Returns
+    -------
+    dict
+        ``{e: DDPM}`` in increasing ``e``: each copy has ``config.epochs = e``, the first ``e`` rows
+        of the run's ``loss_history`` and, as ``train_seconds``, the seconds of the shared run until
+        the copy was complete. The model of the largest ``e`` is the run's own.
+
+    Raises
+    ------
+    ValueError
+        ``epochs`` empty, or an entry that is not an integer >= 0; a config refused for one of the
+        ``e`` (see :class:`TrainConfig`); as :func:`train`.
+    PhysdiffError
+        As :func:`train` (a non-finite loss stops the run; nothing is returned).
+    """
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig (see physdiff.ddpm.get_config), got {type(config).__name__}")
+    wanted = sorted({_epochs_entry(e) for e in epochs})
+    if not wanted:
+        raise ValueError("epochs must hold at least one number of epochs")
+    configs = {e: config.replace(epochs=e) for e in wanted}  # each validated before any work
+    make_optimizer = StackedAdam if optimizer is None else optimizer
+    t0 = time.monotonic()
+    starts: list = []     # each chunk's parameters before its first step, in chunk order
+    kept: dict = {e: [] for e in wanted[:-1] if e > 0}
+    seconds: dict = {}
+
+    keep_start = wanted[0] == 0 and len(wanted) > 1
+
+    def chunk_optimizer(params, lrs):  # called once per chunk, before its first step
+        if keep_start:
+            starts.append([q.detach().clone() for q in params])
+        seconds.setdefault(0, time.monotonic() - t0)
+        return make_optimizer(params, lrs)
+
+    def keep(ddpm: DDPM, steps, epoch: int) -> None:
+        if epoch + 1 in kept:
+            a, b = steps[0] - 1, steps[-1]
+            kept[epoch + 1].append([getattr(ddpm.model, nm).detach()[a:b].clone() for nm in _NAMES])
+            seconds[epoch + 1] = time.monotonic() - t0
+        if on_epoch is not None:
+            on_epoch(ddpm, steps, epoch)
+
+    final = train(x0, configs[wanted[-1]], progress=progress, log=log, metadata=metadata, weights=weights,
+                  optimizer=chunk_optimizer, on_epoch=keep)
+    out = {}
+    for e in wanted[:-1]:
+        parts = starts if e == 0 else kept[e]
+        model = copy.deepcopy(final.model)
+        with torch.no_grad():
+            for i, nm in enumerate(_NAMES):
+                getattr(model, nm).copy_(torch.cat([part[i] for part in parts]))
+        out[e] = DDPM(model, final.schedule, final.config.replace(epochs=e), data=dict(final.data),
+                      loss_history=final.loss_history[:e].copy(), epochs_done=np.full(final.T, e, dtype=np.int64),
+                      train_seconds=seconds[e])
+    out[wanted[-1]] = final
+    return out
+
+
+def _epochs_entry(e) -> int:
+    """One entry of ``train_snapshots``' ``epochs``: an integer >= 0."""
+    if isinstance(e, bool) or not isinstance(e, (int, np.integer)) or e < 0:
+        raise ValueError(f"epochs must hold integers >= 0, got {e!r}")
+    return int(e)

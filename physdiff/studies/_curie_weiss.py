@@ -55,6 +55,20 @@ def train(*, N: int, beta: float, h: float, n_train: int, seed: int, device: str
     return ddpm.train(x0, cfg, progress=progress, log=None, metadata=meta), x0
 
 
+def train_snapshots(*, N: int, beta: float, h: float, n_train: int, seed: int, epochs, device: str = "cpu",
+                    progress: bool = False, **overrides) -> dict:
+    """As :func:`train`, the models after each number of epochs in ``epochs`` from one training run
+    (:func:`physdiff.ddpm.train_snapshots`: each the model of a separate run, bit for bit).
+
+    Returns ``{epochs: model}``.
+    """
+    from .. import ddpm
+
+    x0, meta = datasets.load_training_data("curie-weiss", seed=seed, N=N, beta=beta, h=h, n_train=n_train)
+    cfg = ddpm.get_config("curie-weiss", "quick", seed=seed, device=device, **overrides)
+    return ddpm.train_snapshots(x0, cfg, epochs, progress=progress, log=None, metadata=meta)
+
+
 def training_set(model) -> np.ndarray | None:
     """The training set of a checkpoint, rebuilt from its metadata and verified; None if that fails."""
     try:

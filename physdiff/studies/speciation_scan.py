@@ -7,8 +7,9 @@ learned double well, against the exact score's crossing and the exact theory.
 Runs: every seed in ``seeds`` at the quick preset's epochs (0: the least-squares start alone,
 ``docs/symmetry-breaking.md``), and ``seeds[0]`` at every value in ``epochs`` (Adam epochs after
 that start). The training seed sets the training set (``n_train`` exact configurations), the
-initialisation, the minibatch order and the noise. All runs share the branch steps and the
-classification step. Reported: ``phi(run, step)`` with binomial errors, the crossing of 0.7752 per
+initialisation, the minibatch order and the noise; the first seed's models are copies kept from one
+run (:func:`physdiff.ddpm.train_snapshots`), bit for bit those of separate runs. All runs share the
+branch steps and the classification step. Reported: ``phi(run, step)`` with binomial errors, the crossing of 0.7752 per
 run with its bootstrap error (:meth:`physdiff.reverse.CloningResult.speciation_time`), the mean
 and spread over seeds, the depth and number of minima of the learned ``V(mu, t)`` before ``t_S``
 (:func:`physdiff.metrics.binned_potentials`), the exact score's ``phi`` and crossing, the exact
@@ -136,8 +137,11 @@ def run(params: Params, progress: bool = False) -> dict[str, xr.Dataset]:
     """
     p = params
     runs = _runs(p)
-    models = [C.train(N=p.N, beta=p.beta, h=p.h, n_train=p.n_train, seed=s, device=p.device, progress=progress,
-                      epochs=e, T=p.T, hidden=p.hidden)[0] for s, e in runs]
+    wanted = {s: sorted({e for s2, e in runs if s2 == s}) for s, _ in runs}  # one training run per seed
+    trained = {s: C.train_snapshots(N=p.N, beta=p.beta, h=p.h, n_train=p.n_train, seed=s, epochs=es,
+                                    device=p.device, progress=progress, T=p.T, hidden=p.hidden)
+               for s, es in wanted.items()}
+    models = [trained[s][e] for s, e in runs]
     sched = models[0].schedule
     steps, t_classify = C.branch_steps(sched, p.N, p.beta, p.h)
     res = [C.model_cloning(m, steps, t_classify, p.n_pairs, seed=np.random.default_rng([p.seed, k]))

@@ -300,3 +300,31 @@ def test_explicit_weights_and_optimizer_hooks():
         ddpm.train(x0, cfg, progress=False, log=None, weights=np.ones(3))
     with pytest.raises(ValueError, match="positive"):
         ddpm.train(x0, cfg, progress=False, log=None, weights=np.array([1.0, 0.0, 1.0, 1.0]))
+
+
+# ------------------------------------------------------------------------------------- snapshots
+@pytest.mark.parametrize("mode", ["never", "always"])  # the batched and the fused epoch
+def test_snapshots_are_the_separate_runs_bit_for_bit(mode, monkeypatch):
+    from physdiff.ddpm import fused
+
+    monkeypatch.setattr(fused, "MODE", mode)
+    x0 = tiny_data()
+    cfg = tiny_config(T=6, chunk=4, init="gaussian", epochs=7)  # two chunks, the second one short
+    snaps = ddpm.train_snapshots(x0, cfg, [3, 0, 1, 3], progress=False, log=None)
+    assert list(snaps) == [0, 1, 3]
+    for e, m in snaps.items():
+        alone = ddpm.train(x0, cfg.replace(epochs=e), progress=False, log=None)
+        assert m.config == alone.config and m.trained and list(m.epochs_done) == [e] * 6
+        for name in ("W1", "b1", "W2", "b2"):
+            assert torch.equal(getattr(m.model, name), getattr(alone.model, name)), (e, name)
+        np.testing.assert_array_equal(m.loss_history, alone.loss_history)
+    assert not torch.equal(snaps[0].model.W1, snaps[1].model.W1)
+
+
+def test_snapshots_errors():
+    x0 = tiny_data()
+    for bad in ([], [-1], [1.5], [True]):
+        with pytest.raises(ValueError, match="epochs"):
+            ddpm.train_snapshots(x0, tiny_config(), bad, progress=False, log=None)
+    with pytest.raises(ValueError, match="epochs"):  # the random start alone is refused, as by train
+        ddpm.train_snapshots(x0, tiny_config(init="random"), [0, 2], progress=False, log=None)
