@@ -51,7 +51,9 @@ class Params(MNISTModelParams):
 
     n_pairs: int = field(default=4000, metadata={"help": "clone pairs ([BBBM24] used >= 4000)"})
     branch_steps: tuple[int, ...] = field(default=(), metadata={
-        "help": "branch steps of the model's schedule; empty: every step 1..T"})
+        "help": "branch steps of the model's schedule; empty: n_branch steps around (1/2) log Lambda"})
+    n_branch: int = field(default=15, metadata={
+        "help": "with branch_steps empty: branch times t_S - 1.5 ... t_S + 2 (physical time); 0: every step"})
     n_mc: int = field(default=2000, metadata={"help": "Monte Carlo samples per step for the exact-score phi"})
     n_examples: int = field(default=6, metadata={"help": "example trajectories drawn as clone pairs (0: none)"})
     seed: int = field(default=0, metadata={"help": "random seed", "coord": True})
@@ -61,6 +63,9 @@ class Params(MNISTModelParams):
         check_positive_int("n_pairs", self.n_pairs)
         check_positive_int("n_mc", self.n_mc, minimum=2)
         check_positive_int("n_examples", self.n_examples, minimum=0)
+        check_positive_int("n_branch", self.n_branch, minimum=0)
+        if self.n_branch == 1:
+            raise ValueError("n_branch must be 0 (every step) or at least 2")
         check_positive_int("seed", self.seed, minimum=0)
         if len(self.digits) != 2:
             raise ValueError(f"digits must be two digits (the two classes), got {self.digits}")
@@ -70,7 +75,7 @@ class Params(MNISTModelParams):
 
 #: A run of a few seconds on one core (tests).
 TINY = dict(n_train=400, T=25, hidden=32, epochs=1, classifier_images=2000,
-            classifier_epochs=1, n_pairs=24, n_mc=16, n_examples=2)
+            classifier_epochs=1, n_pairs=24, n_mc=16, n_examples=2, n_branch=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,6 +280,27 @@ def _example_clones(model, steps, n_examples: int, rng) -> np.ndarray:
     return out
 
 
+#: Branch times of the default grid, relative to (1/2) log Lambda: phi is near 1 below, near its
+#: baseline above, and a clone costs as many net evaluations as its branch step.
+BRANCH_SPAN = (-1.5, 2.0)
+
+
+def _branch_steps(p: Params, schedule, t_S: float) -> np.ndarray:
+    """Increasing branch steps: ``p.branch_steps``, else ``p.n_branch`` steps around ``t_S``
+    (:func:`physdiff.reverse.cloning_branch_steps`), else (``n_branch = 0``) every step."""
+    from ..reverse import cloning_branch_steps
+
+    T = schedule.T
+    if p.branch_steps:
+        branch = np.unique(np.asarray(p.branch_steps, dtype=np.int64))
+        if branch.max() > T:
+            raise ValueError(f"branch_steps must lie in 1..{T} (the model's T), got {p.branch_steps}")
+        return branch
+    if p.n_branch == 0:
+        return np.arange(1, T + 1)
+    return np.asarray(sorted(cloning_branch_steps(schedule, t_S, span=BRANCH_SPAN, n_branch=p.n_branch)))
+
+
 def run(params: Params, progress: bool = False) -> dict[str, xr.Dataset]:
     """The cloning experiment on a two-digit MNIST DDPM.
 
@@ -316,13 +342,11 @@ def run(params: Params, progress: bool = False) -> dict[str, xr.Dataset]:
     if len(digits) != 2:
         raise ValueError(f"the cloning study compares two classes; the model was trained on digits {digits}")
     sched, T = model.schedule, model.T
-    branch = np.arange(1, T + 1) if not p.branch_steps else np.unique(np.asarray(p.branch_steps, dtype=np.int64))
-    if branch.max() > T:
-        raise ValueError(f"branch_steps must lie in 1..{T} (the model's T), got {p.branch_steps}")
-    rng = np.random.default_rng(p.seed)
     geo = two_cluster_geometry(setup.x_train, setup.y_train, digits)
     t_S = 0.5 * math.log(geo["Lambda"])
     k_S = sched.step_at_time(t_S)
+    branch = _branch_steps(p, sched, t_S)
+    rng = np.random.default_rng(p.seed)
     level_matched = float(gaussian.phi_two_clusters(t_S, geo["m_norm"], geo["gamma"], geo["weight_plus"]))
     clf = classifier(p)
     det = _measure(model, clf, digits, branch, p, rng)

@@ -134,6 +134,20 @@ def test_study_refuses_a_model_that_is_not_mnist(tmp_path):
         st.run(st.Params(checkpoint=str(tmp_path / "sr")))
 
 
+def test_default_branch_grid_brackets_the_speciation_time():
+    sched = ddpm.get_config("mnist", "quick").make_schedule()
+    t_S = 2.076  # (1/2) log Lambda of the train split's zeros and ones
+    steps = mc._branch_steps(mc.Params(), sched, t_S)
+    assert np.all(np.diff(steps) > 0) and len(steps) >= 12
+    tau = sched.physical_time[steps]
+    assert tau.min() < t_S - 1.3 and tau.max() > t_S + 1.8  # phi near 1 below, near its baseline above
+    assert steps.sum() < 0.25 * sched.T * (sched.T + 1) / 2  # net evaluations against a branch at every step
+    assert list(mc._branch_steps(mc.Params(n_branch=0), sched, t_S)) == list(range(1, sched.T + 1))
+    assert list(mc._branch_steps(mc.Params(branch_steps=(9, 3, 9)), sched, t_S)) == [3, 9]
+    with pytest.raises(ValueError, match="n_branch"):
+        mc.Params(n_branch=1)
+
+
 def test_study_end_to_end_on_tiny_params(mnist_dir):
     st = studies.get("mnist-cloning")
     p = st.Params(**{**st.TINY, "data_dir": str(mnist_dir), "seed": 3})
