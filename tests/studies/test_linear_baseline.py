@@ -95,3 +95,13 @@ def test_study_on_tiny_params(mnist_dir):
     for v in ds.data_vars.values():
         assert "units" in v.attrs and "long_name" in v.attrs, v.name
     assert set(st.plot({"linear_baseline": ds})) == {"linear_baseline"}
+
+
+def test_study_on_a_model_without_adam_epochs(mnist_dir):
+    # the quick preset's model is its least-squares start alone (no loss history): the study runs
+    st = studies.get("linear-baseline")
+    p = st.Params(**{**st.TINY, "hidden": 800, "epochs": 0, "data_dir": str(mnist_dir)})
+    ds = st.run(p)["linear_baseline"]
+    assert np.all(np.isnan(ds["loss_relu_last"])) and ds.sizes["epoch"] == 1
+    L_opt = ds["loss_gaussian_optimum"].values  # the fitted ReLU nets go below the affine optimum somewhere
+    assert np.any(ds["loss"].sel(loss_model="relu", split="train").values < 0.95 * L_opt)
