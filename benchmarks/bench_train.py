@@ -20,6 +20,8 @@ On a shared machine the wall times depend on the load: every figure is the minim
     python benchmarks/bench_train.py --d 2 --hidden 1000 --T 100 --n 2000 --batch 100 --epochs 3
     python benchmarks/bench_train.py --d 64 --hidden 160 --T 100 --n 4000 --batch 64 --epochs 1
     python benchmarks/bench_train.py --hidden 1700 --T 20 --device cuda
+    # MNIST's thesis nets (d = 784, H = 1700, batch 50) on the CPU: the batched path against bare bmm
+    python benchmarks/bench_train.py --hidden 1700 --T 10 --n 6000 --epochs 1 --no-sequential --no-fused
     # the thesis' Swiss roll (3 pi) in full on the fused path; the sequential loop on 10 of its nets
     python benchmarks/bench_train.py --d 2 --hidden 1000 --T 1000 --n 20000 --batch 50 --epochs 30 \
         --no-sequential --no-batched --no-bmm --repeats 1
@@ -143,6 +145,8 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions (the minimum is reported)")
     p.add_argument("--no-sequential", action="store_true", help="skip the (slow) sequential baseline")
     p.add_argument("--no-batched", action="store_true", help="skip the batched path (the fused one stays on CPU)")
+    p.add_argument("--no-fused", action="store_true",
+                   help="skip the fused path (for MNIST-sized nets, d H > 2^17, the trainer uses the batched one)")
     p.add_argument("--no-bmm", action="store_true",
                    help="skip the bare-bmm reference (for d = 2 it moves B x H activations through memory per "
                         "net-step: at the thesis' Swiss-roll size it would take longer than the training)")
@@ -166,7 +170,8 @@ def main(argv=None) -> None:
           f"device={device} threads={torch.get_num_threads()}; {steps} net-steps, {flops / 1e9:.1f} GFLOP")
     # warm-up (allocator, kernels, numba compilation)
     small = cfg.replace(T=2, epochs=1, schedule={"name": "linear", "beta_start": 1e-3, "beta_end": 0.2})
-    modes = ([] if args.no_batched and device.type == "cpu" else ["never"]) + (["always"] if device.type == "cpu" else [])
+    modes = (([] if args.no_batched and device.type == "cpu" else ["never"])
+             + (["always"] if device.type == "cpu" and not args.no_fused else []))
     for mode in modes:
         trainer_seconds(x0, small, mode)
     rows = []
