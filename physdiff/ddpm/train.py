@@ -79,7 +79,7 @@ PRESETS: dict[str, dict[str, TrainConfig]] = {
         # Gaussian fit on 784 units plus 1616 units along data-aligned directions whose second layer
         # is the least-squares fit on 50 660 noisings of the train split's 12 665 zeros and ones
         # (ddpm/lstsq.py; docs/symmetry-breaking.md). Measured from a fresh clone on 2 quiet CPU cores:
-        # 347 s of training (1.5 GB checkpoint); its 256 samples: 96.9 % classified 0 or 1 with
+        # 326 s of training (1.5 GB checkpoint); its 256 samples: 96.9 % classified 0 or 1 with
         # p >= 0.9 (real test digits 98.3 %), Frechet ratio 2.98, precision 0.79, recall 0.79 (real
         # 0.91 / 0.89), 49 % zeros, no copies; learned speciation time 2.07 +- 0.04 (exact score of the
         # training set 2.06). Three other sampling seeds: 96.9 %, Frechet ratios 2.5-2.7.
