@@ -34,7 +34,6 @@ float32 products are summed per block of rows in a fixed order).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from .._util import torch_threads
 from .model import StackedAutoencoders
 
 __all__ = ["init_lstsq"]
@@ -100,19 +100,6 @@ def _fit_readout(model: StackedAutoencoders, i: int, x0: torch.Tensor, ab: float
     sol = torch.linalg.solve(G, FR)
     W2[d:] = sol[:k].to(W2.dtype)
     b2 += sol[k].to(b2.dtype)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    """torch's intra-op threads set to ``n`` inside the block (None: unchanged)."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n is not None:
-            torch.set_num_threads(before)
 
 
 def init_lstsq(model: StackedAutoencoders, x0, alpha_bar, *, seed: int = 0, draws: int | None = None,
@@ -189,7 +176,7 @@ def init_lstsq(model: StackedAutoencoders, x0, alpha_bar, *, seed: int = 0, draw
     # products, serial numpy draws) 10.2 s with both libraries threaded, 4.3 s with the BLAS limit,
     # 2.7 s side by side; MNIST 0/1 (d = 784, H = 2400) the same time as threaded products.
     workers = min(torch.get_num_threads(), len(alpha_bar)) if model.W1.device.type == "cpu" else 1
-    with threadpool_limits(limits=1, user_api="blas"), _torch_threads(1 if workers > 1 else None):
+    with threadpool_limits(limits=1, user_api="blas"), torch_threads(1 if workers > 1 else None):
         if workers > 1:
             with ThreadPoolExecutor(workers) as pool:
                 list(pool.map(fit, range(len(alpha_bar))))
