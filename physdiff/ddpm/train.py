@@ -127,8 +127,8 @@ PRESETS: dict[str, dict[str, TrainConfig]] = {
         # plus 96 spare units along data-aligned directions whose second layer is the least-squares fit
         # (ddpm/lstsq.py). Measured: cloning crossing 1.893 (exact score 1.89), error along u near t_S
         # 0.02 of the Gaussian model's, V(mu, t = 1.46) two wells 0.51 deep (exact 0.55), 94.4 % of the
-        # samples within 0.2 of m* (exact 94.7 %); 11 s of training. 10 Adam epochs at lr 3e-4 after
-        # the fit give 1.876 / 1.869 (seeds 0 / 1) with the error along u back up to 0.31; the previous
+        # samples within 0.2 of m* (exact 94.7 %); 2.8 s of training on 2 quiet cores. 10 Adam epochs
+        # at lr 3e-4 after the fit give 1.876 / 1.869 (seeds 0 / 1) with the error along u back up to 0.31; the previous
         # preset (init "gaussian", 120 epochs, ~4 min) 1.84 / 1.85. init = "lstsq" needs hidden >= N:
         # pass --hidden for N > 160.
         "quick": TrainConfig(schedule=_rescaled(), T=100, hidden=160, lr=3e-4, epochs=0, batch=64,
