@@ -11,7 +11,8 @@ tensors and trained many at a time with batched matmuls::
     model = ddpm.load("run/")
 
 Rooms: :mod:`.model` (StackedAutoencoders), :mod:`.config` (TrainConfig), :mod:`.lstsq` (the
-least-squares start), :mod:`.train` (PRESETS, get_config, initial_nets, train, train_snapshots, StackedAdam), :mod:`.sample` (DDPM: eps, score, sample, reconstruct, inpaint; load),
+least-squares start), :mod:`.train` (PRESETS, get_config, initial_nets, train, train_snapshots,
+StackedAdam), :mod:`.sample` (DDPM: eps, score, sample, reconstruct, inpaint; load),
 :mod:`.checkpoint` (files verified by SHA-256; partial checkpoints of a running training). Imports run
 one way: config, model <- lstsq, checkpoint <- sample <- train.
 

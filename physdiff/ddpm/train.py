@@ -128,9 +128,9 @@ PRESETS: dict[str, dict[str, TrainConfig]] = {
         # (ddpm/lstsq.py). Measured: cloning crossing 1.893 (exact score 1.89), error along u near t_S
         # 0.02 of the Gaussian model's, V(mu, t = 1.46) two wells 0.51 deep (exact 0.55), 94.4 % of the
         # samples within 0.2 of m* (exact 94.7 %); 2.8 s of training on 2 quiet cores. 10 Adam epochs
-        # at lr 3e-4 after the fit give 1.876 / 1.869 (seeds 0 / 1) with the error along u back up to 0.31; the previous
-        # preset (init "gaussian", 120 epochs, ~4 min) 1.84 / 1.85. init = "lstsq" needs hidden >= N:
-        # pass --hidden for N > 160.
+        # at lr 3e-4 after the fit give 1.876 / 1.869 (seeds 0 / 1) with the error along u back up to
+        # 0.31; the previous preset (init "gaussian", 120 epochs, ~4 min) 1.84 / 1.85. init = "lstsq"
+        # needs hidden >= N: pass --hidden for N > 160.
         "quick": TrainConfig(schedule=_rescaled(), T=100, hidden=160, lr=3e-4, epochs=0, batch=64,
                              seed=0, n_train=4000, init="lstsq"),
         # Not in the thesis: the thesis' schedule, hidden ~ 2.5 N for N ~ 100, long training.
@@ -761,7 +761,6 @@ def train_snapshots(x0, config: TrainConfig, epochs: Sequence[int], *, progress:
     starts: list = []     # each chunk's parameters before its first step, in chunk order
     kept: dict = {e: [] for e in wanted[:-1] if e > 0}
     seconds: dict = {}
-
     keep_start = wanted[0] == 0 and len(wanted) > 1
 
     def chunk_optimizer(params, lrs):  # called once per chunk, before its first step
