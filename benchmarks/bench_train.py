@@ -153,10 +153,6 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    if device.type == "cpu":
-        import numba
-
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     x0 = np.tanh(np.random.default_rng(0).standard_normal((args.n, args.d))).astype(np.float32)
     sched = {"name": "linear", "beta_start": 1e-4, "beta_end": 0.02, "reference_T": min(1000, 20 * args.T)}
     cfg = ddpm.TrainConfig(schedule=sched,
@@ -168,21 +164,16 @@ def main(argv=None) -> None:
     flops = 10.0 * B * args.d * args.hidden * steps
     print(f"d={args.d} hidden={args.hidden} T={args.T} n={args.n} batch={B} epochs={args.epochs} "
           f"device={device} threads={torch.get_num_threads()}; {steps} net-steps, {flops / 1e9:.1f} GFLOP")
-    # warm-up (allocator, kernels, numba compilation)
     small = cfg.replace(T=2, epochs=1, schedule={"name": "linear", "beta_start": 1e-3, "beta_end": 0.2})
-    modes = (([] if args.no_batched and device.type == "cpu" else ["never"])
-             + (["always"] if device.type == "cpu" and not args.no_fused else []))
-    for mode in modes:
-        trainer_seconds(x0, small, mode)
     rows = []
     if not args.no_sequential:
-        sequential_epochs(x0, small, device)
+        sequential_epochs(x0, small, device)  # warm-up
         rows.append(("sequential (nn.Sequential + torch.optim.Adam per net)",
                      min(sequential_epochs(x0, cfg, device) for _ in range(args.repeats)), loadavg()))
-    names = {"never": "batched matmuls (physdiff.ddpm.train, fused.MODE='never')",
-             "always": "fused numba epoch (physdiff.ddpm.train, fused.MODE='always')"}
-    for mode in modes:
-        rows.append((names[mode], min(trainer_seconds(x0, cfg, mode) for _ in range(args.repeats)), loadavg()))
+    if not (args.no_batched and device.type == "cpu"):
+        trainer_seconds(x0, small, "never")  # warm-up (allocator, kernels)
+        rows.append(("batched matmuls (physdiff.ddpm.train, fused.MODE='never')",
+                     min(trainer_seconds(x0, cfg, "never") for _ in range(args.repeats)), loadavg()))
     bmm_rate = math.nan
     if not args.no_bmm:
         C = min(cfg.chunk or args.T, args.T)
@@ -192,6 +183,15 @@ def main(argv=None) -> None:
         print(f"bare torch.bmm of the same shapes (chunk {C}): {bmm_rate:8.2f} GFLOP/s   ({loadavg()})")
     peak = peak_gflops(device)
     print(f"square 1024^3 torch.mm (practical peak):      {peak:8.2f} GFLOP/s   ({loadavg()})")
+    if device.type == "cpu" and not args.no_fused:
+        # Last: numba's thread pool is a second OpenMP runtime beside torch's, and once started its
+        # threads slow torch's ops (measured: the MNIST-sized batched path 6.6 s -> 7.6 s, 14 %).
+        import numba
+
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+        trainer_seconds(x0, small, "always")  # warm-up (numba compilation)
+        rows.append(("fused numba epoch (physdiff.ddpm.train, fused.MODE='always')",
+                     min(trainer_seconds(x0, cfg, "always") for _ in range(args.repeats)), loadavg()))
     t_seq = rows[0][1] if not args.no_sequential else None
     for name, t, load in rows:
         rate = flops / t / 1e9

@@ -93,9 +93,13 @@ def stacked_params(model, t):
     return [model.W1[t - 1].T, model.b1[t - 1], model.W2[t - 1].T, model.b2[t - 1]]
 
 
+@pytest.mark.parametrize("mode", ["never", "auto"])  # the batched path; the fused one at these sizes
 @pytest.mark.parametrize("loss,activation,chunk", [("simple", "relu", None), ("weighted", "relu", 3),
                                                    ("simple", "linear", 1)])
-def test_batched_training_equals_per_timestep_adam(loss, activation, chunk, sequential_net):
+def test_batched_training_equals_per_timestep_adam(loss, activation, chunk, mode, sequential_net, monkeypatch):
+    from physdiff.ddpm import fused
+
+    monkeypatch.setattr(fused, "MODE", mode)
     x0 = tiny_data()
     cfg = tiny_config(loss=loss, activation=activation, chunk=chunk)
     model = ddpm.train(x0, cfg, progress=False, log=None)
