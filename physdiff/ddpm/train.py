@@ -474,9 +474,11 @@ def _minibatch_epoch(run: _Run, params, opt, perms, noise, a: int, b: int, steps
     summed weighted loss (b - a,) float64. Raises PhysdiffError on a non-finite loss.
 
     The forward pass and the gradients of ``L_t = w_t mean (eps_theta(x_t) - eps)^2`` are written
-    out (``_Step``) into buffers allocated once per epoch: with autograd every step allocated fresh
-    gradient tensors (2 x 21 MB for four MNIST nets), which glibc hands back to the kernel and
-    re-faults, page by page, at the next step (measured: 5.4 s of system time in a 7-8 s run)."""
+    out (``_Step``) into buffers allocated once per epoch. With autograd every step allocated fresh
+    gradient tensors (2 x 21 MB for four MNIST nets), which glibc may hand back to the kernel and
+    re-fault, page by page, at the next step; whether it does depends on the process's allocation
+    history (``benchmarks/bench_train.py``'s MNIST run: 5.4 s of system time in 8 s, 0.61 -> 0.68 of
+    bare bmm with the buffers; a thesis-shaped run from a fresh process: unchanged)."""
     n, B = run.x0.shape[0], run.B
     w_c = run.weights[a:b]
     sa, s1 = run.sqrt_ab[a:b].view(-1, 1, 1), run.sqrt_1mab[a:b].view(-1, 1, 1)
