@@ -5,8 +5,8 @@ after another. Here a chunk of ``C`` nets trains at once: their weights are stac
 (:class:`.model.StackedAutoencoders`), each step of the loop feeds every net of the chunk its own
 minibatch (``torch.baddbmm``), and the loss is the SUM over the chunk's timesteps of each
 timestep's mean loss. Its gradient with respect to net ``t``'s weights is then exactly net ``t``'s
-own gradient, and since Adam is elementwise, one Adam over the stacked tensors is exactly ``C``
-independent Adams. (A MEAN over timesteps would divide every gradient by ``C``; Adam is nearly
+own gradient (written out with batched matmuls into reused buffers, ``_Step``), and since Adam is
+elementwise, one Adam over the stacked tensors is exactly ``C`` independent Adams. (A MEAN over timesteps would divide every gradient by ``C``; Adam is nearly
 invariant to that, but not exactly: ``eps`` is not rescaled.) Per-timestep learning rates (the
 thesis' 1e-4 for the first 4 steps, 2e-4 after) need an Adam with one ``lr`` per timestep:
 :class:`StackedAdam` implements torch's bias-corrected update with a learning rate per net.
