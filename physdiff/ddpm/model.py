@@ -260,13 +260,15 @@ class StackedAutoencoders(nn.Module):
 
 
 def apply_nets(x: torch.Tensor, W1: torch.Tensor, b1: torch.Tensor, W2: torch.Tensor, b2: torch.Tensor,
-               activation: str = "relu") -> torch.Tensor:
+               activation: str = "relu", out: tuple | None = None) -> torch.Tensor:
     """Batched forward of ``C`` nets: ``act(x @ W1 + b1) @ W2 + b2`` with ``torch.baddbmm``.
 
     Shapes: ``x`` (C, B, d), ``W1`` (C, d, H), ``b1`` (C, H), ``W2`` (C, H, d), ``b2`` (C, d);
-    returns (C, B, d).
+    returns (C, B, d). ``out``: optional buffers ``(hidden (C, B, H), output (C, B, d))`` written in
+    place (no autograd through them); the first then holds the activations ``act(x @ W1 + b1)``.
     """
-    z = torch.baddbmm(b1.unsqueeze(1), x, W1)
+    hidden, output = out if out is not None else (None, None)
+    z = torch.baddbmm(b1.unsqueeze(1), x, W1, out=hidden)
     if activation == "relu":
-        z = torch.relu(z)
-    return torch.baddbmm(b2.unsqueeze(1), z, W2)
+        z = z.relu_() if out is not None else torch.relu(z)
+    return torch.baddbmm(b2.unsqueeze(1), z, W2, out=output)

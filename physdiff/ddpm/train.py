@@ -6,8 +6,9 @@ after another. Here a chunk of ``C`` nets trains at once: their weights are stac
 minibatch (``torch.baddbmm``), and the loss is the SUM over the chunk's timesteps of each
 timestep's mean loss. Its gradient with respect to net ``t``'s weights is then exactly net ``t``'s
 own gradient (written out with batched matmuls into reused buffers, ``_Step``), and since Adam is
-elementwise, one Adam over the stacked tensors is exactly ``C`` independent Adams. (A MEAN over timesteps would divide every gradient by ``C``; Adam is nearly
-invariant to that, but not exactly: ``eps`` is not rescaled.) Per-timestep learning rates (the
+elementwise, one Adam over the stacked tensors is exactly ``C`` independent Adams. (A MEAN over
+timesteps would divide every gradient by ``C``; Adam is nearly invariant to that, but not exactly:
+``eps`` is not rescaled.) Per-timestep learning rates (the
 thesis' 1e-4 for the first 4 steps, 2e-4 after) need an Adam with one ``lr`` per timestep:
 :class:`StackedAdam` implements torch's bias-corrected update with a learning rate per net.
 
@@ -47,7 +48,7 @@ from .distributed import shard_chunks
 from .checkpoint import TrainingCheckpoint
 from .config import INITS, LOSSES, SIGMAS, TrainConfig
 from .lstsq import init_lstsq
-from .model import StackedAutoencoders, _seed_for
+from .model import StackedAutoencoders, _seed_for, apply_nets
 from .sample import DDPM, load
 
 __all__ = ["TrainConfig", "PRESETS", "get_config", "initial_nets", "train", "train_snapshots", "StackedAdam",
@@ -524,9 +525,9 @@ class _Step:
         d, H = self.W1.shape[1], self.W1.shape[2]
         x = torch.index_select(x0, 0, idx.reshape(-1), out=self.x[:C * m * d].view(C * m, d)).view(C, m, d)
         x.mul_(sa).add_(s1 * eps)
-        z = torch.baddbmm(self.b1.unsqueeze(1), x, self.W1, out=self.z[:C * m * H].view(C, m, H))
-        h = z.relu_() if self.relu else z
-        r = torch.baddbmm(self.b2.unsqueeze(1), h, self.W2, out=self.r[:C * m * d].view(C, m, d)).sub_(eps)
+        h = self.z[:C * m * H].view(C, m, H)  # act(x W1 + b1), written by apply_nets
+        r = apply_nets(x, self.W1, self.b1, self.W2, self.b2, "relu" if self.relu else "linear",
+                       out=(h, self.r[:C * m * d].view(C, m, d))).sub_(eps)
         per_t = r.square().mean(dim=(1, 2))
         g = r.mul_((2.0 / (m * d)) * w.view(-1, 1, 1))
         gW1, gb1, gW2, gb2 = self.grads
@@ -752,7 +753,8 @@ def train(x0, config: TrainConfig, *, progress: bool = True, resume=None, log: C
     ddpm._train_state = None
     if run.ckpt is not None:
         run.ckpt.finish(ddpm)
-    final = f"final mean loss {np.nanmean(ddpm.loss_history[-1]):.4g}" if E else f"no Adam epochs (init {config.init!r})"
+    final = (f"final mean loss {np.nanmean(ddpm.loss_history[-1]):.4g}" if E
+             else f"no Adam epochs (init {config.init!r})")
     say(f"trained {T} nets in {ddpm.train_seconds:.1f} s; {final}")
     return ddpm
 

@@ -50,8 +50,7 @@ def train(*, N: int, beta: float, h: float, n_train: int, seed: int, device: str
     """
     from .. import ddpm
 
-    x0, meta = datasets.load_training_data("curie-weiss", seed=seed, N=N, beta=beta, h=h, n_train=n_train)
-    cfg = ddpm.get_config("curie-weiss", "quick", seed=seed, device=device, **overrides)
+    x0, meta, cfg = _training_setup(N, beta, h, n_train, seed, device, overrides)
     return ddpm.train(x0, cfg, progress=progress, log=None, metadata=meta), x0
 
 
@@ -64,9 +63,16 @@ def train_snapshots(*, N: int, beta: float, h: float, n_train: int, seed: int, e
     """
     from .. import ddpm
 
-    x0, meta = datasets.load_training_data("curie-weiss", seed=seed, N=N, beta=beta, h=h, n_train=n_train)
-    cfg = ddpm.get_config("curie-weiss", "quick", seed=seed, device=device, **overrides)
+    x0, meta, cfg = _training_setup(N, beta, h, n_train, seed, device, overrides)
     return ddpm.train_snapshots(x0, cfg, epochs, progress=progress, log=None, metadata=meta)
+
+
+def _training_setup(N, beta, h, n_train, seed, device, overrides) -> tuple:
+    """``(x0, metadata, config)`` of a quick-preset model trained here (see :func:`train`)."""
+    from .. import ddpm
+
+    x0, meta = datasets.load_training_data("curie-weiss", seed=seed, N=N, beta=beta, h=h, n_train=n_train)
+    return x0, meta, ddpm.get_config("curie-weiss", "quick", seed=seed, device=device, **overrides)
 
 
 def training_set(model) -> np.ndarray | None:

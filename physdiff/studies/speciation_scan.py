@@ -52,7 +52,8 @@ class Params:
     N: int = field(default=64, metadata={"help": "number of spins", "coord": True})
     beta: float = field(default=1.5, metadata={"help": "inverse temperature", "coord": True})
     h: float = field(default=0.0, metadata={"help": "per-spin field", "coord": True})
-    seeds: tuple[int, ...] = field(default=(0, 1, 2, 3, 4), metadata={"help": "training seeds (at the preset's epochs)"})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2, 3, 4),
+                                   metadata={"help": "training seeds (at the preset's epochs)"})
     epochs: tuple[int, ...] = field(default=(10, 30, 60), metadata={"help": "Adam epochs tried with the first seed"})
     n_pairs: int = field(default=2000, metadata={"help": "clone pairs per learned model"})
     n_pairs_exact: int = field(default=1000, metadata={"help": "clone pairs with the exact score"})
@@ -89,10 +90,9 @@ def _preset_epochs() -> int:
     return ddpm.get_config("curie-weiss", "quick").epochs
 
 
-def _runs(p: Params) -> list[tuple[int, int]]:
-    """``(training seed, epochs)`` of every run: the seeds at the preset's epochs, then the first
-    seed at the other numbers of epochs."""
-    E = _preset_epochs()
+def _runs(p: Params, E: int) -> list[tuple[int, int]]:
+    """``(training seed, epochs)`` of every run: the seeds at the preset's ``E`` epochs, then the
+    first seed at the other numbers of epochs."""
     return [(s, E) for s in p.seeds] + [(p.seeds[0], e) for e in p.epochs if e != E]
 
 
@@ -136,7 +136,8 @@ def run(params: Params, progress: bool = False) -> dict[str, xr.Dataset]:
         ``phi_gaussian(time_curve)`` with their crossings; the seed mean, sd and sem.
     """
     p = params
-    runs = _runs(p)
+    E = _preset_epochs()
+    runs = _runs(p, E)
     wanted = {s: sorted({e for s2, e in runs if s2 == s}) for s, _ in runs}  # one training run per seed
     trained = {s: C.train_snapshots(N=p.N, beta=p.beta, h=p.h, n_train=p.n_train, seed=s, epochs=es,
                                     device=p.device, progress=progress, T=p.T, hidden=p.hidden)
@@ -156,7 +157,7 @@ def run(params: Params, progress: bool = False) -> dict[str, xr.Dataset]:
     phi_c, phi_c_err = gaussian.phi_curie_weiss_mc(t_curve, p.N, p.beta, p.h, n_samples=p.n_theory, seed=rng)
     Lam = cw.top_eigenvalue(p.N, p.beta, p.h)
     ts = np.asarray([r["speciation_time"] for r in res])
-    mean, sd, sem = _seed_stats(ts[[e == _preset_epochs() for _, e in runs]])
+    mean, sd, sem = _seed_stats(ts[[e == E for _, e in runs]])
     col = lambda key: np.asarray([r[key] for r in res])  # noqa: E731
     V = C.var
     data = {
@@ -192,7 +193,7 @@ def run(params: Params, progress: bool = False) -> dict[str, xr.Dataset]:
         "well_step": ("well_step", np.asarray(well_steps), {**C.ONE, "long_name": "step of the well depths"}),
         "well_time": ("well_step", sched.physical_time[well_steps], {**C.ONE, "long_name": "physical time"})}
     return {"speciation_scan": xr.Dataset(data, coords=coords, attrs={
-        "t_classify": t_classify, "level": gaussian.PHI_SPECIATION, "preset_epochs": _preset_epochs()})}
+        "t_classify": t_classify, "level": gaussian.PHI_SPECIATION, "preset_epochs": E})}
 
 
 def plot(datasets: dict[str, xr.Dataset]) -> dict:
