@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from physdiff import ddpm  # noqa: E402
 from physdiff._util import resolve_device  # noqa: E402
 from physdiff.ddpm import fused  # noqa: E402
+from physdiff.ddpm.train import _auto_chunk  # noqa: E402
 
 
 def loadavg() -> str:
@@ -182,7 +183,8 @@ def main(argv=None) -> None:
                      min(trainer_seconds(x0, cfg, "never") for _ in range(args.repeats)), loadavg()))
     bmm_rate = math.nan
     if not args.no_bmm:
-        C = min(cfg.chunk or args.T, args.T)
+        # the chunk the trainer uses (its automatic memory rule unless --chunk is given)
+        C = min(cfg.chunk or _auto_chunk(args.T, args.n, args.d, args.hidden, B, device), args.T)
         bare_steps = max(1, steps // C)
         t_bmm = min(bare_bmm_seconds(C, B, args.d, args.hidden, bare_steps, device) for _ in range(args.repeats))
         bmm_rate = 10.0 * B * args.d * args.hidden * C * bare_steps / t_bmm / 1e9

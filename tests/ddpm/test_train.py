@@ -57,6 +57,26 @@ def test_stacked_adam_equals_torch_adam(lrs, fused):
         torch.testing.assert_close(adam.exp_avg_sq[0][c], st["exp_avg_sq"], rtol=1e-6, atol=1e-10)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_stacked_adam_split_step_equals_whole_step(fused):
+    """A step split into calls over disjoint parameters (the batched trainer updates the second
+    layer before computing the first's gradient) is the whole step, bit for bit."""
+    g = torch.Generator().manual_seed(1)
+    lrs = [1e-1, 1e-2, 1e-2]
+    start = [torch.randn(3, 4, 6, generator=g), torch.randn(3, 6, generator=g)]
+    whole, split = [p.clone() for p in start], [p.clone() for p in start]
+    a, b = StackedAdam(whole, lrs, fused=fused), StackedAdam(split, lrs, fused=fused)
+    for _ in range(5):
+        gW, gb = torch.randn(3, 4, 6, generator=g), torch.randn(3, 6, generator=g)
+        a.step([gW, gb])
+        b.step([None, gb])
+        assert b.step_count == a.step_count - 1  # counted with the first parameter
+        b.step([gW, None])
+        assert b.step_count == a.step_count
+    for p, q in zip(whole + a.exp_avg + a.exp_avg_sq, split + b.exp_avg + b.exp_avg_sq):
+        assert torch.equal(p, q)
+
+
 # ------------------------------------------------------------------------------- trainer vs torch
 def reference_training(x0, config, sequential_net):
     """The thesis' way: one nn.Sequential + torch.optim.Adam per timestep, trained one after another,
