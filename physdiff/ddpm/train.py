@@ -500,6 +500,7 @@ def _minibatch_epoch(run: _Run, params, opt, perms, noise, a: int, b: int, steps
     sa, s1 = run.sqrt_ab[a:b].view(-1, 1, 1), run.sqrt_1mab[a:b].view(-1, 1, 1)
     loss_sum = torch.zeros(b - a, dtype=torch.float64, device=run.x0.device)
     step = _Step(params, B, run.ddpm.config.activation)
+    per_layer = type(opt) is StackedAdam  # a custom optimiser gets whole steps (its documented interface)
     for k in range(math.ceil(n / B)):
         lo, hi = k * B, min((k + 1) * B, n)
         per_t = step.forward(run.x0, perms[:, lo:hi], noise[:, lo:hi], sa, s1, w_c)
@@ -509,7 +510,7 @@ def _minibatch_epoch(run: _Run, params, opt, perms, noise, a: int, b: int, steps
                 f"training diverged: non-finite loss at epoch {epoch + 1}, minibatch {k + 1}, "
                 f"timesteps t={bad[:10]}{'...' if len(bad) > 10 else ''} (lr={run.lrs[a:b].max():g}); "
                 "lower the learning rate (config.lr / lr_first) or check the data scale")
-        step.backward(opt.step)
+        step.backward(opt.step, per_layer)
         loss_sum += (w_c * per_t).double() * (hi - lo)
     return loss_sum
 
@@ -549,11 +550,12 @@ class _Step:
         return per_t
 
     @torch.no_grad()
-    def backward(self, update: Callable) -> None:
-        """The gradients of the last :meth:`forward`, each layer handed to ``update`` as soon as it
+    def backward(self, update: Callable, per_layer: bool) -> None:
+        """The gradients of the last :meth:`forward`, handed to ``update`` (the optimiser's step):
+        ``update([dW1, db1, dW2, db2])`` at the end, or with ``per_layer`` each layer as soon as it
         is computed: ``update([None, None, dW2, db2])`` (after ``dz``, which needs the old ``W2``),
-        then ``update([dW1, db1, None, None])``. A layer's gradient is thus read by the optimiser
-        while it is still in cache (MNIST: 2 x 5.3 MB per net), not after the other layer's."""
+        then ``update([dW1, db1, None, None])``, so that the optimiser reads a layer's gradient while
+        it is still in cache (MNIST: 2 x 5.3 MB per net), not after the other layer's."""
         x, h, g = self._xhg
         C, m, H = h.shape
         gW1, gb1, gW2, gb2 = self.grads
@@ -562,10 +564,11 @@ class _Step:
             dz.mul_(torch.sign(h, out=self.mask[:C * m * H].view(C, m, H)))
         torch.bmm(h.transpose(1, 2), g, out=gW2)
         torch.sum(g, dim=1, out=gb2)
-        update([None, None, gW2, gb2])
+        if per_layer:
+            update([None, None, gW2, gb2])
         torch.bmm(x.transpose(1, 2), dz, out=gW1)
         torch.sum(dz, dim=1, out=gb1)
-        update([gW1, gb1, None, None])
+        update([gW1, gb1, None, None] if per_layer else self.grads)
         self._xhg = None
 
 
