@@ -192,11 +192,9 @@ def main(argv=None) -> None:
     peak = peak_gflops(device)
     print(f"square 1024^3 torch.mm (practical peak):      {peak:8.2f} GFLOP/s   ({loadavg()})")
     if device.type == "cpu" and not args.no_fused:
-        # Last: numba's thread pool is a second OpenMP runtime beside torch's, and once started its
-        # threads slow torch's ops (measured: the MNIST-sized batched path 6.6 s -> 7.6 s, 14 %).
         import numba
 
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))  # the fused path's threads
         trainer_seconds(x0, small, "always")  # warm-up (numba compilation)
         rows.append(("fused numba epoch (physdiff.ddpm.train, fused.MODE='always')",
                      min(trainer_seconds(x0, cfg, "always") for _ in range(args.repeats)), loadavg()))

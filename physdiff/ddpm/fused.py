@@ -3,9 +3,11 @@
 The batched trainer (:mod:`.train`) runs every minibatch step as a handful of batched torch
 operations over the chunk's nets; for small nets (the Swiss roll's ``d = 2``, Curie-Weiss' ``d = 64``)
 each of them is tiny and the ``(nets, batch, hidden)`` activations go through memory several times
-per step. Here one numba kernel runs a whole epoch: parallel over the chunk's nets (``prange``), each
-net's forward pass, backward pass and Adam update are done four samples at a time with the net's
-weights, gradients and Adam moments kept in cache, and no ``(batch, hidden)`` activation is stored.
+per step. Here one numba kernel runs a whole epoch of one net: its forward pass, backward pass and
+Adam update are done four samples at a time with the net's weights, gradients and Adam moments kept
+in cache, and no ``(batch, hidden)`` activation is stored. The chunk's nets are shared out among
+numba's number of threads, Python threads each calling the kernel (compiled ``nogil``) on one
+net at a time.
 
 It consumes exactly the randomness of the batched trainer (the permutations and noise of
 ``train._epoch_randomness``), computes the same loss ``w_t * mean (eps - eps_theta_t(x_t))^2``
@@ -14,8 +16,13 @@ gives the batched trainer's result to float32 rounding (the order of the floatin
 differs). Adam amplifies such differences wherever a gradient component is near zero (its step
 is ``~lr`` whatever the gradient's size), so after many steps weights differ by up to ``~lr``
 per step in a few components (measured on the Curie-Weiss preset, 189 steps at lr 1e-3: max
-``|dW1|`` 4.5e-3, per-epoch losses equal to 8e-6 relative), as between any two summation orders. Each net is computed by one thread from start to end of the epoch, so the result does not
-depend on the number of threads.
+``|dW1|`` 4.5e-3, per-epoch losses equal to 8e-6 relative), as between any two summation orders.
+Each net is computed by one thread from start to end of the epoch, so the result does not depend
+on the number of threads. Nor does it depend on numba's cache: the kernel used to be a
+``parallel=True`` (``prange``) one, which numba optimises differently when it compiles it and when
+it loads it from its cache, so that a run's bytes differed between the first and later processes
+(tested); the threads are also 5-10 % faster, and leave numba's OpenMP pool, which slows torch's
+ops once started, unstarted.
 
 Layout: the kernel works in place on the trainer's stacked tensors (``W1`` (C, d, H), ``b1`` (C, H),
 ``W2`` (C, H, d), ``b2`` (C, d) and the Adam moments of :class:`.train.StackedAdam`); each net's
@@ -31,10 +38,12 @@ References
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit
 
 from .._util import PhysdiffError
 
@@ -118,10 +127,15 @@ def train_epoch(params, opt, x0, perms, noise, sa, s1, w, batch: int, activation
     loss = np.zeros(C)
     bad = np.full(C, -1, dtype=np.int64)
     as32 = lambda t: np.ascontiguousarray(t.detach().reshape(-1).numpy(), dtype=np.float32)  # noqa: E731
-    _epoch_kernel(x0, perms.numpy(), noise.numpy(), W1, b1, W2, b2, mW1, vW1, mb1, vb1, mW2, vW2, mb2,
-                  vb2, as32(sa), as32(s1), as32(w), step_size, bc2_sqrt.astype(np.float32),
-                  np.float32(1.0 - beta1), np.float32(1.0 - beta2), np.float32(beta2), np.float32(opt.eps), int(batch),
-                  activation == "relu", loss, bad)
+    args = (x0, perms.numpy(), noise.numpy(), W1, b1, W2, b2, mW1, vW1, mb1, vb1, mW2, vW2, mb2, vb2,
+            as32(sa), as32(s1), as32(w), step_size, bc2_sqrt.astype(np.float32), np.float32(1.0 - beta1),
+            np.float32(1.0 - beta2), np.float32(beta2), np.float32(opt.eps), int(batch), activation == "relu", loss, bad)
+    k = min(numba.get_num_threads(), C)
+    if k == 1:
+        _epoch_kernel(*args, 0, C)
+    else:  # each net by one thread from start to end: the result does not depend on k
+        with ThreadPoolExecutor(k) as pool:
+            list(pool.map(lambda i: _epoch_kernel(*args, i, i + 1), range(C)))
     if (bad >= 0).any():
         k = int(bad[bad >= 0].min())
         at = [int(steps[i]) for i in np.flatnonzero(bad == k)]
@@ -307,13 +321,14 @@ def _block_step_d2(xb, e, nv, w1, b1, w2t, b2, g, g1, gb1, g2t, gb2, coef, relu)
     return sq
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
 def _epoch_kernel(x0, perms, noise, W1, b1, W2, b2, mW1, vW1, mb1, vb1, mW2, vW2, mb2, vb2,
-                   sa, s1, w, step_size, bc2_sqrt, omb1, omb2, beta2, eps, B, relu, loss, bad):
+                   sa, s1, w, step_size, bc2_sqrt, omb1, omb2, beta2, eps, B, relu, loss, bad, i0, i1):
+    """The epoch of nets ``i0 .. i1 - 1``, one after another (threads run disjoint ranges)."""
     C, d, H = W1.shape
     n = x0.shape[0]
     nb = (n + B - 1) // B
-    for i in prange(C):
+    for i in range(i0, i1):
         w1, bi1, bi2 = W1[i], b1[i], b2[i]
         w2t = np.ascontiguousarray(W2[i].T)
         m2t = np.ascontiguousarray(mW2[i].T)

@@ -101,6 +101,34 @@ def test_fused_result_does_not_depend_on_thread_count(always):
     assert np.array_equal(out[0].loss_history, out[1].loss_history)
 
 
+_HASH_SCRIPT = """
+import hashlib, numpy as np
+from physdiff import ddpm
+from physdiff.ddpm import fused
+fused.MODE = "always"
+x0 = np.random.default_rng(0).standard_normal((40, 5)).astype(np.float32)
+cfg = ddpm.TrainConfig(schedule={"name": "linear", "beta_start": 0.01, "beta_end": 0.3}, T=4, hidden=12,
+                       lr=3e-3, epochs=2, batch=8, seed=5)
+m = ddpm.train(x0, cfg, progress=False, log=None)
+print(hashlib.sha256(b"".join(getattr(m.model, k).detach().numpy().tobytes() for k in ("W1", "b1", "W2", "b2")))
+      .hexdigest())
+"""
+
+
+def test_fused_result_does_not_depend_on_numba_cache(tmp_path):
+    """A freshly compiled kernel and the one numba loads from its cache give the same bytes (a
+    ``parallel=True`` kernel did not: numba optimises the two differently under fastmath)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", _HASH_SCRIPT], env=env, capture_output=True, text=True, check=True)
+            for _ in range(2)]  # compiles and caches, then loads
+    assert any(tmp_path.rglob("*.nbi"))
+    assert runs[0].stdout == runs[1].stdout
+
+
 def test_fused_divergence_names_the_minibatch(always):
     x0 = tiny_data() * np.float32(1e20)  # (1e20)^2 overflows float32: inf loss at once
     with pytest.raises(PhysdiffError, match=r"non-finite loss at epoch 1, minibatch 1, timesteps t=\[1, 2, 3, 4\]"):
