@@ -532,6 +532,7 @@ class _Step:
         new = functools.partial(torch.empty, dtype=W1.dtype, device=W1.device)
         self.x, self.r, self.z, self.dz = new(C * B * d), new(C * B * d), new(C * B * H), new(C * B * H)
         self.mask = new(C * B * H) if self.relu else None
+        self.tmp = new(C * B * d)
         self.grads = [torch.empty_like(W1), torch.empty_like(b1), torch.empty_like(W2), torch.empty_like(b2)]
 
     @torch.no_grad()
@@ -541,11 +542,12 @@ class _Step:
         C, m = idx.shape
         d, H = self.W1.shape[1], self.W1.shape[2]
         x = torch.index_select(x0, 0, idx.reshape(-1), out=self.x[:C * m * d].view(C * m, d)).view(C, m, d)
-        x.mul_(sa).add_(s1 * eps)
+        tmp = self.tmp[:C * m * d].view(C, m, d)  # scratch for s1 eps, then r^2
+        x.mul_(sa).add_(torch.mul(s1, eps, out=tmp))
         h = self.z[:C * m * H].view(C, m, H)  # act(x W1 + b1), written by apply_nets
         r = apply_nets(x, self.W1, self.b1, self.W2, self.b2, "relu" if self.relu else "linear",
                        out=(h, self.r[:C * m * d].view(C, m, d))).sub_(eps)
-        per_t = r.square().mean(dim=(1, 2))
+        per_t = torch.square(r, out=tmp).mean(dim=(1, 2))
         self._xhg = x, h, r.mul_((2.0 / (m * d)) * w.view(-1, 1, 1))
         return per_t
 
