@@ -1,9 +1,8 @@
 """A fused CPU training epoch for small per-timestep nets (small ``d`` and ``hidden``).
 
 The batched trainer (:mod:`.train`) runs every minibatch step as a handful of batched torch
-operations over the chunk's nets; for small nets (the Swiss roll's ``d = 2``, Curie-Weiss' ``d = 64``)
-each of them is tiny and the ``(nets, batch, hidden)`` activations go through memory several times
-per step. Here one numba kernel runs a whole epoch of one net: its forward pass, backward pass and
+operations over the chunk's nets; for nets of a few inputs (the Swiss roll's ``d = 2``) each of them
+is tiny and the ``(nets, batch, hidden)`` activations go through memory several times per step. Here one numba kernel runs a whole epoch of one net: its forward pass, backward pass and
 Adam update are done four samples at a time with the net's weights, gradients and Adam moments kept
 in cache, and no ``(batch, hidden)`` activation is stored. The chunk's nets are shared out among
 numba's number of threads, Python threads each calling the kernel (compiled ``nogil``) on one
@@ -62,18 +61,20 @@ def use_fused(device, d: int, hidden: int, batch: int) -> bool:
     """Whether :func:`physdiff.ddpm.train` runs its epochs with :func:`train_epoch`.
 
     Only on the CPU (and the trainer uses it only with its own optimiser, :class:`.train.StackedAdam`,
-    not with a custom ``optimizer=``). ``MODE = "auto"`` applies a rule measured per CPU second on
-    one core (torch and numba one thread each): the fused epoch took 0.13x (d = 2, H = 1000),
-    0.65x (d = 64, H = 160), 0.80x (d = 128 or 256, d H = 2^16) and 0.85x (d = 256, H = 512) of the
-    batched path's time, and it parallelises over nets without synchronisation, so it is used for
-    ``d * hidden <= 2 ** 17``; larger nets (MNIST, d = 784 with hidden 1600) keep the batched
-    matmuls, whose GEMMs are then large enough to run near the cores' peak.
+    not with a custom ``optimizer=``). ``MODE = "auto"`` applies a rule measured on 2 CPU cores
+    and on one (torch and numba the same number of threads; 40 nets, 2000 points, fused / batched
+    time): 0.12 (d = 2, H = 1000), 0.40 (d = 4, H = 256), 0.53 (d = 8, H = 256) and 0.99 / 0.80 on
+    2 / 1 cores at d = 16 (H = 256); from d = 32 the batched matmuls win: 1.06 / 1.12 (d = 32, H =
+    128), 1.13 / 1.12 (d = 64, H = 160: Curie-Weiss' preset), 1.16 / 1.03 (d = 128, H = 256). So
+    the fused epoch is used for ``d <= 16`` (the Swiss roll's d = 2) with ``d * hidden <= 2 ** 17``.
+    (Before the batched path wrote its ReLU derivative with ``sign`` instead of ``masked_fill_``,
+    the fused epoch also won at d = 64.)
     """
     if torch.device(device).type != "cpu" or MODE == "never":
         return False
     if MODE == "always":
         return True
-    return d * hidden <= (1 << 17)
+    return d <= 16 and d * hidden <= (1 << 17)
 
 
 def train_epoch(params, opt, x0, perms, noise, sa, s1, w, batch: int, activation: str, steps,

@@ -136,9 +136,10 @@ def test_fused_divergence_names_the_minibatch(always):
 
 
 def test_dispatch_rule(monkeypatch):
-    assert fused.use_fused("cpu", 2, 1000, 100)
-    assert fused.use_fused("cpu", 64, 160, 64)
-    assert fused.use_fused("cpu", 256, 512, 64)
+    assert fused.use_fused("cpu", 2, 1000, 100)  # the Swiss roll
+    assert fused.use_fused("cpu", 16, 256, 100)
+    assert not fused.use_fused("cpu", 64, 160, 64)  # Curie-Weiss: batched matmuls
+    assert not fused.use_fused("cpu", 2, 1 << 17, 64)
     assert not fused.use_fused("cpu", 784, 1600, 64)  # MNIST: batched matmuls
     assert not fused.use_fused("cuda", 2, 16, 8)
     monkeypatch.setattr(fused, "MODE", "never")
