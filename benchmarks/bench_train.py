@@ -16,8 +16,10 @@ all it did) and (ii) a large square ``torch.mm`` (the cores' practical peak).
 The memory term (MNIST-sized nets, measured on 2 cores with ~40 GB/s of copy bandwidth): a
 training step of one 784-1700-784 net also moves ~100 MB (reading the weights twice, writing both
 gradients, and Adam reading weights, gradients and two moments and writing three of them), ~2.5 ms
-against ~4.1 ms of matmuls at batch 50; without overlap the bound is ~0.62 of bare bmm (whose
-operands stay in cache), which is where the batched path sits (0.55-0.68).
+against ~4.1 ms of matmuls at batch 50; without overlap the bound would be ~0.62 of bare bmm
+(whose operands stay in cache). The batched path hands each layer's gradient to Adam while it is
+still in cache and reaches 0.74-0.78 (2 quiet cores; 0.69-0.72 in noisier runs): T = 8 or 10,
+n = 6000 (chunks of 4), and T = 6, n = 12665 (the thesis' 12 665 images, chunks of 2).
 
 On a shared machine the wall times depend on the load: every figure is the minimum over
 ``--repeats`` runs, printed with ``/proc/loadavg``.
