@@ -2,11 +2,12 @@
 
 The batched trainer (:mod:`.train`) runs every minibatch step as a handful of batched torch
 operations over the chunk's nets; for nets of a few inputs (the Swiss roll's ``d = 2``) each of them
-is tiny and the ``(nets, batch, hidden)`` activations go through memory several times per step. Here one numba kernel runs a whole epoch of one net: its forward pass, backward pass and
-Adam update are done four samples at a time with the net's weights, gradients and Adam moments kept
-in cache, and no ``(batch, hidden)`` activation is stored. The chunk's nets are shared out among
-numba's number of threads, Python threads each calling the kernel (compiled ``nogil``) on one
-net at a time.
+is tiny and the ``(nets, batch, hidden)`` activations go through memory several times per step.
+Here one numba kernel runs a whole epoch of one net: its forward pass, backward pass and Adam
+update are done four samples at a time with the net's weights, gradients and Adam moments kept in
+cache, and no ``(batch, hidden)`` activation is stored. The chunk's nets are shared out among
+numba's number of threads, Python threads each calling the kernel (compiled ``nogil``) on one net
+at a time.
 
 It consumes exactly the randomness of the batched trainer (the permutations and noise of
 ``train._epoch_randomness``), computes the same loss ``w_t * mean (eps - eps_theta_t(x_t))^2``
@@ -130,7 +131,8 @@ def train_epoch(params, opt, x0, perms, noise, sa, s1, w, batch: int, activation
     as32 = lambda t: np.ascontiguousarray(t.detach().reshape(-1).numpy(), dtype=np.float32)  # noqa: E731
     args = (x0, perms.numpy(), noise.numpy(), W1, b1, W2, b2, mW1, vW1, mb1, vb1, mW2, vW2, mb2, vb2,
             as32(sa), as32(s1), as32(w), step_size, bc2_sqrt.astype(np.float32), np.float32(1.0 - beta1),
-            np.float32(1.0 - beta2), np.float32(beta2), np.float32(opt.eps), int(batch), activation == "relu", loss, bad)
+            np.float32(1.0 - beta2), np.float32(beta2), np.float32(opt.eps), int(batch), activation == "relu",
+            loss, bad)
     k = min(numba.get_num_threads(), C)
     if k == 1:
         _epoch_kernel(*args, 0, C)
