@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -410,3 +411,15 @@ def torch_threads(num_threads: int | None):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def map_threads(fn, items, workers: int) -> list:
+    """``[fn(x) for x in items]``, on ``min(workers, len(items))`` threads side by side when that is
+    more than one (for work that releases the GIL: numpy and torch ops, ``nogil`` numba kernels);
+    the results in the order of ``items``."""
+    items = list(items)
+    workers = min(int(workers), len(items))
+    if workers <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))

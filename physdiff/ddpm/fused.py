@@ -38,14 +38,13 @@ References
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 import torch
 from numba import njit
 
-from .._util import PhysdiffError
+from .._util import PhysdiffError, map_threads
 
 __all__ = ["use_fused", "train_epoch"]
 
@@ -133,12 +132,9 @@ def train_epoch(params, opt, x0, perms, noise, sa, s1, w, batch: int, activation
             as32(sa), as32(s1), as32(w), step_size, bc2_sqrt.astype(np.float32), np.float32(1.0 - beta1),
             np.float32(1.0 - beta2), np.float32(beta2), np.float32(opt.eps), int(batch), activation == "relu",
             loss, bad)
-    k = min(numba.get_num_threads(), C)
-    if k == 1:
-        _epoch_kernel(*args, 0, C)
-    else:  # each net by one thread from start to end: the result does not depend on k
-        with ThreadPoolExecutor(k) as pool:
-            list(pool.map(lambda i: _epoch_kernel(*args, i, i + 1), range(C)))
+    # each net by one thread from start to end: the result does not depend on the number of threads
+    k = max(1, min(numba.get_num_threads(), C))
+    map_threads(lambda nets: _epoch_kernel(*args, nets[0], nets[-1] + 1), np.array_split(np.arange(C), k), k)
     if (bad >= 0).any():
         k = int(bad[bad >= 0].min())
         at = [int(steps[i]) for i in np.flatnonzero(bad == k)]

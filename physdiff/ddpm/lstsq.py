@@ -35,13 +35,12 @@ float32 products are summed per block of rows in a fixed order).
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from .._util import torch_threads
+from .._util import map_threads, torch_threads
 from .model import StackedAutoencoders
 
 __all__ = ["init_lstsq"]
@@ -177,11 +176,6 @@ def init_lstsq(model: StackedAutoencoders, x0, alpha_bar, *, seed: int = 0, draw
     # 2.7 s side by side; MNIST 0/1 (d = 784, H = 2400) the same time as threaded products.
     workers = min(torch.get_num_threads(), len(alpha_bar)) if model.W1.device.type == "cpu" else 1
     with threadpool_limits(limits=1, user_api="blas"), torch_threads(1 if workers > 1 else None):
-        if workers > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(fit, range(len(alpha_bar))))
-        else:
-            for i in range(len(alpha_bar)):
-                fit(i)
+        map_threads(fit, range(len(alpha_bar)), workers)
     if bar is not None:
         bar.close()

@@ -33,7 +33,6 @@ import hashlib
 import json
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -41,7 +40,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .._util import PhysdiffError, as_samples, check_real, resolve_device
+from .._util import PhysdiffError, as_samples, check_real, map_threads, resolve_device
 from ..schedules import Schedule
 from . import fused as _fused
 from .distributed import shard_chunks
@@ -366,12 +365,8 @@ def _epoch_randomness(seed: int, steps, epoch: int, n: int, d: int, device, gen)
             torch.randperm(n, generator=g, device=device, out=perms[i])
             torch.randn((n, d), generator=g, device=device, out=noise[i])
 
-    workers = min(len(gens), C)
-    if workers <= 1:
-        draw(range(C), gens[0])
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(draw, [range(w, C, workers) for w in range(workers)], gens[:workers]))
+    workers = max(1, min(len(gens), C))
+    map_threads(lambda w: draw(range(w, C, workers), gens[w]), range(workers), workers)
     return perms, noise
 
 

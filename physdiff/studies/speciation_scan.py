@@ -9,8 +9,8 @@ Runs: every seed in ``seeds`` at the quick preset's epochs (0: the least-squares
 that start). The training seed sets the training set (``n_train`` exact configurations), the
 initialisation, the minibatch order and the noise; the first seed's models are copies kept from one
 run (:func:`physdiff.ddpm.train_snapshots`), bit for bit those of separate runs. All runs share the
-branch steps and the classification step. Reported: ``phi(run, step)`` with binomial errors, the crossing of 0.7752 per
-run with its bootstrap error (:meth:`physdiff.reverse.CloningResult.speciation_time`), the mean
+branch steps and the classification step. Reported: ``phi(run, step)`` with binomial errors, the
+crossing of 0.7752 per run with its bootstrap error (:meth:`physdiff.reverse.CloningResult.speciation_time`), the mean
 and spread over seeds, the depth and number of minima of the learned ``V(mu, t)`` before ``t_S``
 (:func:`physdiff.metrics.binned_potentials`), the exact score's ``phi`` and crossing, the exact
 theory (:func:`physdiff.theory.gaussian.phi_curie_weiss_mc`) and a Gaussian with the same

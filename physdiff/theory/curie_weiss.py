@@ -32,7 +32,6 @@ References
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -40,7 +39,7 @@ from numba import njit
 from scipy.optimize import brentq
 from scipy.special import gammaln, logsumexp
 
-from .._util import check_positive_int, check_real
+from .._util import check_positive_int, check_real, map_threads
 
 __all__ = [
     "magnetization_distribution",
@@ -321,6 +320,12 @@ def _hs_geometry(N: int, beta: float):
     return -1.0 - w, dx, G, Hc
 
 
+def _fast_logcosh(H: np.ndarray, m: np.ndarray, beta: float) -> bool:
+    """Whether ``log cosh(beta m + H)`` may be taken directly for these fields and grid points:
+    twice as fast as the overflow-safe form, and safe while ``|u| < 700``."""
+    return float(np.abs(H).max()) + beta * float(np.abs(m).max()) < 700.0
+
+
 def _reduced_F(H: np.ndarray, m: np.ndarray, beta: float, N: int, lin: np.ndarray | None = None,
                fast: bool | None = None, scratch: np.ndarray | None = None):
     """``F(m) = -N beta m^2/2 + sum_i [log 2cosh(beta m + H_i) - |H_i|]`` (+ ``beta m lin``).
@@ -340,9 +345,8 @@ def _reduced_F(H: np.ndarray, m: np.ndarray, beta: float, N: int, lin: np.ndarra
     if Np == 0:
         return out
     absH = np.abs(H).sum(axis=1)
-    # log(cosh u) directly is twice as fast as the overflow-safe form; safe while |u| < 700
     if fast is None:
-        fast = float(np.abs(H).max()) + beta * float(np.abs(m2).max()) < 700.0
+        fast = _fast_logcosh(H, m2, beta)
     step = max(1, _BLOCK // max(1, c * Np))
     for j in range(0, g, step):
         shape = (c, min(step, g - j), Np)
@@ -387,18 +391,13 @@ def _by_rows(f, n: int, per_row: int) -> np.ndarray:
     """
     rows = max(1, _CACHE_BLOCK // max(1, per_row))
     blocks = [slice(a, min(a + rows, n)) for a in range(0, n, rows)]
-    k = min(numba.get_num_threads(), len(blocks))
-    runs = np.array_split(np.arange(len(blocks)), k)
+    k = max(1, min(numba.get_num_threads(), len(blocks)))
 
     def work(run):
         scratch = np.empty(rows * per_row)
         return [f(blocks[i], scratch) for i in run]
 
-    if k <= 1:
-        parts = work(runs[0])
-    else:
-        with ThreadPoolExecutor(k) as pool:
-            parts = [p for ps in pool.map(work, runs) for p in ps]
+    parts = [p for ps in map_threads(work, np.array_split(np.arange(len(blocks)), k), k) for p in ps]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
@@ -414,7 +413,7 @@ def _hs_uniform(H: np.ndarray, beta: float, need_mean: bool):
     chunk = max(1, _BLOCK // (G * N))
     for a in range(0, n, chunk):
         Hb = H[a:a + chunk]
-        fast = float(np.abs(Hb).max()) + beta * float(np.abs(m).max()) < 700.0  # as for the whole chunk
+        fast = _fast_logcosh(Hb, m, beta)  # decided for the whole chunk
         F = _by_rows(lambda r, buf: _reduced_F(Hb[r], m, beta, N, fast=fast, scratch=buf), len(Hb), G * N) + logq
         lI = logsumexp(F, axis=1)
         logI[a:a + chunk] = lI
