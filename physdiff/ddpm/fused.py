@@ -5,9 +5,9 @@ operations over the chunk's nets; for nets of a few inputs (the Swiss roll's ``d
 is tiny and the ``(nets, batch, hidden)`` activations go through memory several times per step.
 Here one numba kernel runs a whole epoch of one net: its forward pass, backward pass and Adam
 update are done four samples at a time with the net's weights, gradients and Adam moments kept in
-cache, and no ``(batch, hidden)`` activation is stored. The chunk's nets are shared out among
-numba's number of threads, Python threads each calling the kernel (compiled ``nogil``) on one net
-at a time.
+cache, and no ``(batch, hidden)`` activation is stored. The chunk's nets are shared out in
+contiguous runs among numba's number of threads, Python threads each calling the kernel (compiled
+``nogil``) on its run, one net after another.
 
 It consumes exactly the randomness of the batched trainer (the permutations and noise of
 ``train._epoch_randomness``), computes the same loss ``w_t * mean (eps - eps_theta_t(x_t))^2``
