@@ -66,7 +66,8 @@ class TrainConfig:
     batch : int
         Minibatch size per net (reduced to ``n`` if the data has fewer points).
     chunk : int or None
-        Nets trained at once (memory ~ linear in it); None picks one from a memory budget.
+        Nets trained at once (memory ~ linear in it); None picks one from a memory budget and,
+        on the CPU, a cache budget (``physdiff.ddpm.train._auto_chunk``).
     seed : int or None
         Seed of the initialisation, minibatch orders and noise; None draws one at the start of
         training (and stores it in the trained model's config).

@@ -158,6 +158,34 @@ def test_chunk_size_does_not_change_the_result():
     np.testing.assert_allclose(a.loss_history, b.loss_history, rtol=1e-5)
 
 
+def test_auto_chunk_fits_one_step_in_the_cache_budget():
+    """CPU, batched path: the largest even chunk whose step (weights, gradients, moments,
+    activations) fits _CACHE_BUDGET; at least two nets too large for it (MNIST's); the memory
+    budget alone for the fused path and on CUDA."""
+    from physdiff.ddpm.train import _CACHE_BUDGET, _auto_chunk
+
+    cpu = torch.device("cpu")
+
+    def step_bytes(C, d, H, B):
+        return 4 * C * (4 * (2 * d * H + H + d) + 8 * B * d + 4 * B * H)
+
+    C = _auto_chunk(100, 4000, 64, 160, 64, cpu)  # the Curie-Weiss preset
+    assert C % 2 == 0 and step_bytes(C, 64, 160, 64) <= _CACHE_BUDGET < step_bytes(C + 2, 64, 160, 64)
+    assert _auto_chunk(100, 12665, 784, 2400, 64, cpu) == 2  # MNIST
+    assert _auto_chunk(100, 4000, 64, 160, 64, cpu, fused=True) == 100
+    assert _auto_chunk(100, 4000, 64, 160, 64, torch.device("cuda")) == 100
+    assert _auto_chunk(7, 4000, 64, 160, 64, cpu) == 7  # a whole T fits: not rounded
+
+
+def test_epoch_randomness_into_buffers_is_the_fresh_draw():
+    steps, n, d = [2, 5, 9], 30, 3
+    fresh = _epoch_randomness(4, steps, 1, n, d, "cpu", [torch.Generator(), torch.Generator()])
+    out = (torch.full((3, n), -1, dtype=torch.long), torch.full((3, n, d), float("nan")))
+    got = _epoch_randomness(4, steps, 1, n, d, "cpu", torch.Generator(), out)
+    assert got[0] is out[0] and got[1] is out[1]
+    assert torch.equal(got[0], fresh[0]) and torch.equal(got[1], fresh[1])
+
+
 def test_training_is_reproducible_and_records_losses():
     x0 = tiny_data()
     a = ddpm.train(x0, tiny_config(), progress=False, log=None)
