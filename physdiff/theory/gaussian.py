@@ -41,7 +41,7 @@ import numpy as np
 from scipy import integrate, linalg, special
 
 from .._util import SeedLike, as_generator, as_samples, check_positive_int, check_real
-from .curie_weiss import magnetization_distribution
+from .curie_weiss import _by_rows, magnetization_distribution
 
 __all__ = [
     "PHI_SPECIATION",
@@ -527,7 +527,9 @@ def _posterior_plus_curie_weiss(x: np.ndarray, s: float, delta: float, log_prior
     ``P(M | x_t) ∝ P(M) / C(N, k) * e_k(exp(2 s x / Delta))`` (the common factor
     ``exp(-s sum_i x_i / Delta)`` cancels), ``k = (N + M) / 2`` the number of up spins.
     """
-    logw = _log_esp(2.0 * s * x / delta) + log_prior_over_binom
+    log_u = 2.0 * s * x / delta
+    # rows are independent: L2-sized blocks of them side by side on the threads (same bytes)
+    logw = _by_rows(lambda r, _: _log_esp(log_u[r]), len(x), x.shape[1] + 1) + log_prior_over_binom
     logw -= special.logsumexp(logw, axis=1, keepdims=True)
     return np.exp(logw) @ wp
 
