@@ -32,8 +32,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial.distance import cdist
-from scipy.stats import binom
 
 from ._util import (SeedLike, as_generator, as_samples, atomic_path, check_positive_int, check_real,
                     resolve_device, torch_threads)
@@ -130,6 +128,8 @@ def sliced_wasserstein(x, y, n_projections: int = 256, seed: SeedLike = None) ->
 
 def _sum_pairwise(a: np.ndarray, b: np.ndarray) -> float:
     """``sum_{i,j} |a_i - b_j|`` (Euclidean), in row chunks of ``cdist``."""
+    from scipy.spatial.distance import cdist  # here: scipy.spatial and scipy.stats take 0.4 s to import
+
     chunk = max(1, _CHUNK_ELEMENTS // b.shape[0])
     return float(sum(cdist(a[i:i + chunk], b).sum() for i in range(0, a.shape[0], chunk)))
 
@@ -685,6 +685,8 @@ def precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
     r_fake = nearest_neighbours(fake, fake, k=k + 1)[:, k]
 
     def _covered(points, centres, radii):
+        from scipy.spatial.distance import cdist
+
         hit = np.zeros(points.shape[0], dtype=bool)
         chunk = max(1, _CHUNK_ELEMENTS // centres.shape[0])
         for i in range(0, points.shape[0], chunk):
@@ -971,6 +973,8 @@ def curie_weiss_quality(samples, N: int, beta: float, h: float = 0.0, train=None
     P_hat = np.bincount((M + N) // 2, minlength=N + 1) / n
 
     f = np.floor(n * P)
+    from scipy.stats import binom
+
     mad = 2.0 * (1.0 - P) * (f + 1.0) * binom.pmf(f + 1.0, n, P)
 
     def _plus(p):
@@ -1092,6 +1096,8 @@ def same_digit_distance(x, labels) -> dict:
     ValueError
         Bad shapes or non-finite input.
     """
+    from scipy.spatial.distance import cdist
+
     x = as_samples("x", x, dtype=np.float64)
     labels = np.asarray(labels)
     if labels.shape != (x.shape[0],):
