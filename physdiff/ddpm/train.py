@@ -324,6 +324,12 @@ def _fingerprint(x0: np.ndarray) -> str:
 _CACHE_BUDGET = 16 << 20  # bytes of one step's working set on the CPU (see _auto_chunk)
 
 
+def _step_bytes(C: int, d: int, H: int, B: int) -> int:
+    """Bytes one training step of ``C`` nets reads and writes: weights, gradients and the two Adam
+    moments, and the activations of the forward and backward passes (float32)."""
+    return 4 * C * (4 * (2 * d * H + H + d) + 8 * B * d + 4 * B * H)
+
+
 def _auto_chunk(T: int, n: int, d: int, H: int, B: int, device: torch.device, fused: bool = False) -> int:
     """Nets per chunk so that a chunk's tensors fit a memory budget (256 MiB CPU, 2 GiB CUDA) and,
     on the CPU's batched path, one step's working set fits a cache budget.
@@ -343,13 +349,11 @@ def _auto_chunk(T: int, n: int, d: int, H: int, B: int, device: torch.device, fu
     166-171; an epoch of 6 nets 10.1 s in chunks of 3, 8.2 s in chunks of 2). The rule does not
     look at the number of threads, so a run's bytes do not depend on it.
     """
-    state = 4 * (2 * d * H + H + d)  # weights, gradients, two Adam moments
-    step = 8 * B * d + 4 * B * H  # activations of one step (forward and backward)
-    per_net = 4 * (state + n * d + 2 * n + step)  # + the epoch's noise and permutation
+    per_net = _step_bytes(1, d, H, B) + 4 * (n * d + 2 * n)  # + the epoch's noise and permutation
     budget = (2 << 30) if device.type == "cuda" else (256 << 20)
     C = int(max(1, min(T, budget // per_net)))
     if device.type == "cpu" and not fused:
-        C = min(C, max(2, _CACHE_BUDGET // (4 * (state + step))))
+        C = min(C, max(2, _CACHE_BUDGET // _step_bytes(1, d, H, B)))
     if device.type == "cpu" and 2 < C < T:
         C -= C % 2
     return C
@@ -504,15 +508,18 @@ def _minibatch_epoch(run: _Run, params, opt, perms, noise, a: int, b: int, steps
     gradient tensors (2 x 21 MB for four MNIST nets), which glibc may hand back to the kernel and
     re-fault, page by page, at the next step; whether it does depends on the process's allocation
     history (``benchmarks/bench_train.py``'s MNIST run: 5.4 s of system time in 8 s, 0.61 -> 0.68 of
-    bare bmm with the buffers; a thesis-shaped run from a fresh process: unchanged). Each layer's
-    gradient goes to Adam as soon as it is computed, while it is still in cache (thesis-shaped
-    epoch, chunks of 2: 8.2 -> 8.0 s; same bytes)."""
+    bare bmm with the buffers; a thesis-shaped run from a fresh process: unchanged). Where a step
+    does not fit in cache, each layer's gradient goes to Adam as soon as it is computed, while it
+    is still in cache (thesis-shaped epoch, chunks of 2: 8.2 -> 8.0 s; same bytes)."""
     n, B = run.x0.shape[0], run.B
     w_c = run.weights[a:b]
     sa, s1 = run.sqrt_ab[a:b].view(-1, 1, 1), run.sqrt_1mab[a:b].view(-1, 1, 1)
     loss_sum = torch.zeros(b - a, dtype=torch.float64, device=run.x0.device)
     step = _Step(params, B, run.ddpm.config.activation)
-    per_layer = type(opt) is StackedAdam  # a custom optimiser gets whole steps (its documented interface)
+    # a step that does not fit in cache hands Adam each layer while it is in cache; one that fits
+    # (the small nets' chunks) is one call cheaper whole (Curie-Weiss preset: 1.74 -> 1.68 s for 4
+    # epochs). A custom optimiser always gets whole steps (its documented interface).
+    per_layer = type(opt) is StackedAdam and _step_bytes(b - a, run.x0.shape[1], step.W1.shape[2], B) > _CACHE_BUDGET
     for k in range(math.ceil(n / B)):
         lo, hi = k * B, min((k + 1) * B, n)
         per_t = step.forward(run.x0, perms[:, lo:hi], noise[:, lo:hi], sa, s1, w_c)

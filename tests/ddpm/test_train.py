@@ -1,6 +1,7 @@
 """Batched-over-timesteps training == T independent nets with torch.optim.Adam; config; errors; resume."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -162,19 +163,33 @@ def test_auto_chunk_fits_one_step_in_the_cache_budget():
     """CPU, batched path: the largest even chunk whose step (weights, gradients, moments,
     activations) fits _CACHE_BUDGET; at least two nets too large for it (MNIST's); the memory
     budget alone for the fused path and on CUDA."""
-    from physdiff.ddpm.train import _CACHE_BUDGET, _auto_chunk
+    from physdiff.ddpm.train import _CACHE_BUDGET, _auto_chunk, _step_bytes
 
     cpu = torch.device("cpu")
-
-    def step_bytes(C, d, H, B):
-        return 4 * C * (4 * (2 * d * H + H + d) + 8 * B * d + 4 * B * H)
-
     C = _auto_chunk(100, 4000, 64, 160, 64, cpu)  # the Curie-Weiss preset
-    assert C % 2 == 0 and step_bytes(C, 64, 160, 64) <= _CACHE_BUDGET < step_bytes(C + 2, 64, 160, 64)
+    assert C % 2 == 0 and _step_bytes(C, 64, 160, 64) <= _CACHE_BUDGET < _step_bytes(C + 2, 64, 160, 64)
     assert _auto_chunk(100, 12665, 784, 2400, 64, cpu) == 2  # MNIST
     assert _auto_chunk(100, 4000, 64, 160, 64, cpu, fused=True) == 100
     assert _auto_chunk(100, 4000, 64, 160, 64, torch.device("cuda")) == 100
     assert _auto_chunk(7, 4000, 64, 160, 64, cpu) == 7  # a whole T fits: not rounded
+
+
+def test_per_layer_adam_steps_equal_whole_steps_in_training(monkeypatch):
+    """Steps too large for the cache budget hand Adam one layer at a time: the same bytes."""
+    train_module = sys.modules["physdiff.ddpm.train"]  # the package's `train` is the function
+    monkeypatch.setattr(train_module._fused, "MODE", "never")  # the batched path, whose steps these are
+    calls = []
+    monkeypatch.setattr(train_module._Step, "backward",
+                        lambda self, update, per_layer, f=train_module._Step.backward: (calls.append(per_layer),
+                                                                                       f(self, update, per_layer)))
+    x0 = tiny_data()
+    whole = ddpm.train(x0, tiny_config(chunk=T), progress=False, log=None)
+    monkeypatch.setattr(train_module, "_CACHE_BUDGET", 0)
+    split = ddpm.train(x0, tiny_config(chunk=T), progress=False, log=None)
+    assert calls and not any(calls[:len(calls) // 2]) and all(calls[len(calls) // 2:])
+    for name in ("W1", "b1", "W2", "b2"):
+        assert torch.equal(getattr(whole.model, name), getattr(split.model, name))
+    assert np.array_equal(whole.loss_history, split.loss_history)
 
 
 def test_epoch_randomness_into_buffers_is_the_fresh_draw():
