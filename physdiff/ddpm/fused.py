@@ -10,7 +10,7 @@ contiguous runs among numba's number of threads, Python threads each calling the
 ``nogil``) on its run, one net after another.
 
 It consumes exactly the randomness of the batched trainer (the permutations and noise of
-``train._epoch_randomness``), computes the same loss ``w_t * mean (eps - eps_theta_t(x_t))^2``
+``train._randomness``), computes the same loss ``w_t * mean (eps - eps_theta_t(x_t))^2``
 [Ho20, eqs. 12 and 14] and the same Adam update as ``torch.optim.Adam`` [KB15], in float32, so it
 gives the batched trainer's result to float32 rounding (the order of the floating-point sums
 differs). Adam amplifies such differences wherever a gradient component is near zero (its step
@@ -90,7 +90,7 @@ def train_epoch(params, opt, x0, perms, noise, sa, s1, w, batch: int, activation
         Its moments are updated in place and its ``step_count`` advanced by the number of minibatches.
     x0 : Tensor or array (n, d), float32
     perms : Tensor (C, n), int64; noise : Tensor (C, n, d), float32
-        The epoch's randomness from ``train._epoch_randomness``.
+        The epoch's randomness from ``train._randomness``.
     sa, s1, w : Tensor (C, ...) float32
         ``sqrt(alpha_bar_t)``, ``sqrt(1 - alpha_bar_t)`` and the loss weight of each net.
     batch : int

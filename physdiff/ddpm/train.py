@@ -320,6 +320,7 @@ def _fingerprint(x0: np.ndarray) -> str:
 
 
 _CACHE_BUDGET = 16 << 20  # bytes of one step's working set on the CPU (see _auto_chunk)
+_RANDOMNESS_BUDGET = 128 << 20  # bytes of epoch randomness a chunk draws at once on the CPU (see _epochs_per_draw)
 
 
 def _step_bytes(C: int, d: int, H: int, B: int) -> int:
@@ -361,32 +362,48 @@ def _chunk_bounds(T: int, C: int) -> list[tuple[int, int]]:
     return [(a, min(a + C, T)) for a in range(0, T, C)]
 
 
-def _epoch_randomness(seed: int, steps, epoch: int, n: int, d: int, device, gen, out=None) -> tuple:
-    """Permutations (C, n) and noise (C, n, d) of ``epoch`` for the nets of ``steps`` (1-based).
+def _randomness(seed: int, steps, epochs: range, n: int, d: int, device, gen, out=None) -> tuple:
+    """Permutations (K, C, n) and noise (K, C, n, d) of the ``K`` epochs ``epochs`` for the nets of
+    ``steps`` (1-based).
 
-    Net ``t`` draws from a generator seeded with ``(seed, t, epoch)``: first its permutation of the
-    data, then its noise, whatever the chunk it is trained in. ``gen``: a ``torch.Generator`` or a
-    list of them; with several, the nets are drawn side by side in threads, one generator each
-    (torch's draws are serial; the bytes are the same, since every net re-seeds its generator).
-    ``out``: the two tensors to fill (a chunk reuses them over its epochs: a fresh 100 MB of noise
-    per epoch was page-faulted in each time, 62 against 38 ms per Curie-Weiss epoch of 100 nets).
+    Net ``t`` draws each epoch ``e`` from a generator seeded with ``(seed, t, e)``: first its
+    permutation of the data, then its noise, whatever the chunk it is trained in and however many
+    epochs are drawn at once. ``gen``: a ``torch.Generator`` or a list of them; with several, the
+    nets are drawn side by side in threads, one generator each (torch's draws are serial; the bytes
+    are the same, since every net re-seeds its generator). ``out``: the two tensors to fill (a chunk
+    reuses them over its epochs: a fresh 100 MB of noise per epoch was page-faulted in each time,
+    62 against 38 ms per Curie-Weiss epoch of 100 nets).
     """
     gens = list(gen) if isinstance(gen, (list, tuple)) else [gen]
-    C = len(steps)
+    C, K = len(steps), len(epochs)
     if out is None:
-        out = (torch.empty((C, n), dtype=torch.long, device=device),
-               torch.empty((C, n, d), dtype=torch.float32, device=device))
+        out = (torch.empty((K, C, n), dtype=torch.long, device=device),
+               torch.empty((K, C, n, d), dtype=torch.float32, device=device))
     perms, noise = out
 
     def draw(rows, g: torch.Generator) -> None:
         for i in rows:
-            g.manual_seed(_seed_for(seed, int(steps[i]), epoch + 1))
-            torch.randperm(n, generator=g, device=device, out=perms[i])
-            torch.randn((n, d), generator=g, device=device, out=noise[i])
+            for k, e in enumerate(epochs):
+                g.manual_seed(_seed_for(seed, int(steps[i]), e + 1))
+                torch.randperm(n, generator=g, device=device, out=perms[k, i])
+                torch.randn((n, d), generator=g, device=device, out=noise[k, i])
 
     workers = max(1, min(len(gens), C))
     map_threads(lambda w: draw(range(w, C, workers), gens[w]), range(workers), workers)
     return perms, noise
+
+
+def _epochs_per_draw(C: int, n: int, d: int, device: torch.device) -> int:
+    """Epochs of randomness a chunk draws at once: on the CPU as many as fit ``_RANDOMNESS_BUDGET``.
+
+    The draws run on Python threads after the chunk's torch ops, whose OpenMP threads keep spinning
+    for a few milliseconds and take a core from them (2 cores: 42 ms per Curie-Weiss epoch of 100
+    nets drawn alone, 63 ms right after a matmul); drawing several epochs at a time pays that once
+    for all of them. On CUDA one epoch at a time (one generator, no threads).
+    """
+    if device.type != "cpu":
+        return 1
+    return max(1, _RANDOMNESS_BUDGET // (C * n * (8 + 4 * d)))
 
 
 def _resumed(resume, config: TrainConfig, fingerprint: str, device, say) -> tuple:
@@ -631,10 +648,16 @@ def _train_chunk(run: _Run, a: int, b: int, state: dict) -> dict:
     opt = _chunk_optimizer(run, params, a, b, e0, state)
     steps = torch.arange(a + 1, b + 1)
     fuse = run.use_fused and type(opt) is StackedAdam
-    buffers = (torch.empty((b - a, n), dtype=torch.long, device=run.x0.device),
-               torch.empty((b - a, n, d), dtype=torch.float32, device=run.x0.device))
+    K = min(_epochs_per_draw(b - a, n, d, run.x0.device), E - e0)
+    drawn = (torch.empty((K, b - a, n), dtype=torch.long, device=run.x0.device),
+             torch.empty((K, b - a, n, d), dtype=torch.float32, device=run.x0.device))
     for epoch in range(e0, E):
-        perms, noise = _epoch_randomness(config.seed, steps.tolist(), epoch, n, d, run.x0.device, run.gen, buffers)
+        k = (epoch - e0) % K
+        if k == 0:  # the randomness of the next K epochs (fewer at the end)
+            block = range(epoch, min(epoch + K, E))
+            _randomness(config.seed, steps.tolist(), block, n, d, run.x0.device, run.gen,
+                        (drawn[0][:len(block)], drawn[1][:len(block)]))
+        perms, noise = drawn[0][k], drawn[1][k]
         if fuse:
             sa, s1 = run.sqrt_ab[a:b].view(-1, 1, 1), run.sqrt_1mab[a:b].view(-1, 1, 1)
             loss_sum = _fused.train_epoch(params, opt, run.x0, perms, noise, sa, s1, run.weights[a:b], run.B,

@@ -7,7 +7,7 @@ import torch
 
 from physdiff import PhysdiffError, ddpm
 from physdiff.ddpm import StackedAutoencoders, TrainConfig, fused, loss_weights
-from physdiff.ddpm.train import _epoch_randomness
+from physdiff.ddpm.train import _randomness
 
 T, D, H, N = 4, 3, 5, 22  # N = 22 with batch 8: two full minibatches and a partial one of 6
 
@@ -41,7 +41,7 @@ def reference_nets(x0, config, sequential_net):
         opt = torch.optim.Adam(net.parameters(), lr=lrs[t - 1])
         sa, s1 = float(np.sqrt(sched.alpha_bar[t])), float(np.sqrt(1 - sched.alpha_bar[t]))
         for epoch in range(config.epochs):
-            perm, noise = _epoch_randomness(config.seed, [t], epoch, n, d, "cpu", gen)
+            perm, noise = (r[0] for r in _randomness(config.seed, [t], range(epoch, epoch + 1), n, d, "cpu", gen))
             for lo in range(0, n, config.batch):
                 eps = noise[0, lo:lo + config.batch]
                 loss = float(w[t - 1]) * torch.nn.functional.mse_loss(

@@ -10,7 +10,7 @@ import torch
 from physdiff import PhysdiffError, ddpm
 from physdiff.ddpm import StackedAdam, StackedAutoencoders, TrainConfig, get_config, loss_weights
 from physdiff.ddpm.model import apply_nets
-from physdiff.ddpm.train import _epoch_randomness
+from physdiff.ddpm.train import _randomness
 from physdiff.schedules import make_schedule
 
 
@@ -95,7 +95,7 @@ def reference_training(x0, config, sequential_net):
         opt = torch.optim.Adam(net.parameters(), lr=lrs[t - 1])
         sa, s1 = np.sqrt(sched.alpha_bar[t]), np.sqrt(1 - sched.alpha_bar[t])
         for epoch in range(config.epochs):
-            perm, noise = _epoch_randomness(config.seed, [t], epoch, n, d, "cpu", gen)
+            perm, noise = (r[0] for r in _randomness(config.seed, [t], range(epoch, epoch + 1), n, d, "cpu", gen))
             for lo in range(0, n, config.batch):
                 idx = perm[0, lo:lo + config.batch]
                 eps = noise[0, lo:lo + config.batch]
@@ -135,7 +135,8 @@ def test_summed_loss_gives_each_nets_own_gradient(sequential_net):
     cfg = tiny_config()
     sched = cfg.make_schedule()
     init = StackedAutoencoders(T, D, H, seed=cfg.seed)
-    perms, noise = _epoch_randomness(cfg.seed, list(range(1, T + 1)), 0, N, D, "cpu", torch.Generator())
+    perms, noise = (r[0] for r in _randomness(cfg.seed, list(range(1, T + 1)), range(1), N, D, "cpu",
+                                                torch.Generator()))
     idx, eps = perms[:, :8], noise[:, :8]
     sa = torch.tensor(np.sqrt(sched.alpha_bar[1:]), dtype=torch.float32).view(-1, 1, 1)
     s1 = torch.tensor(np.sqrt(1 - sched.alpha_bar[1:]), dtype=torch.float32).view(-1, 1, 1)
@@ -192,13 +193,16 @@ def test_per_layer_adam_steps_equal_whole_steps_in_training(monkeypatch):
     assert np.array_equal(whole.loss_history, split.loss_history)
 
 
-def test_epoch_randomness_into_buffers_is_the_fresh_draw():
+def test_randomness_drawn_several_epochs_at_once_is_each_epochs_own():
+    """Net t's epoch e is seeded by (seed, t, e): drawing epochs 1..3 into buffers, on two threads,
+    gives the draws of each epoch alone, on one."""
     steps, n, d = [2, 5, 9], 30, 3
-    fresh = _epoch_randomness(4, steps, 1, n, d, "cpu", [torch.Generator(), torch.Generator()])
-    out = (torch.full((3, n), -1, dtype=torch.long), torch.full((3, n, d), float("nan")))
-    got = _epoch_randomness(4, steps, 1, n, d, "cpu", torch.Generator(), out)
+    out = (torch.full((3, 3, n), -1, dtype=torch.long), torch.full((3, 3, n, d), float("nan")))
+    got = _randomness(4, steps, range(1, 4), n, d, "cpu", [torch.Generator(), torch.Generator()], out)
     assert got[0] is out[0] and got[1] is out[1]
-    assert torch.equal(got[0], fresh[0]) and torch.equal(got[1], fresh[1])
+    for k, e in enumerate(range(1, 4)):
+        perms, noise = _randomness(4, steps, range(e, e + 1), n, d, "cpu", torch.Generator())
+        assert torch.equal(got[0][k], perms[0]) and torch.equal(got[1][k], noise[0])
 
 
 def test_training_is_reproducible_and_records_losses():
