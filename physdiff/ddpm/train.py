@@ -337,10 +337,10 @@ def _auto_chunk(T: int, n: int, d: int, H: int, B: int, device: torch.device, fu
     gradients, Adam moments and activations: a chunk whose step fits in ``_CACHE_BUDGET`` (16 MiB,
     half a server's L3) keeps them in cache from one op to the next (Curie-Weiss' preset, d = 64,
     H = 160, 100 nets, 4 epochs on 2 cores, medians of 4 alternating runs: chunks of 100 2.00 s, 50
-    1.79 s, 34 1.73 s, 26 1.66-1.72 s, 20 1.71 s, 16 1.87 s, 8 2.17 s). Nets larger than the budget
-    (MNIST's: 40 MB each) train at least two at a time. The budget is a constant, not the machine's
-    cache, so the chunk (and a run's bytes) does not depend on the machine. The fused epoch of small
-    nets keeps one net at a time in cache and takes the memory budget's chunk.
+    1.79 s, 34 1.73 s, 26 1.66-1.72 s, 20 1.71 s, 16 1.87 s, 8 2.17 s). Nets of which fewer than two
+    fit (MNIST's: 40 MB each) keep the memory rule's chunk. The budget is a constant, not the
+    machine's cache, so the chunk (and a run's bytes) does not depend on the machine. The fused epoch
+    of small nets keeps one net at a time in cache and takes the memory budget's chunk.
 
     A chunk smaller than ``T`` is then rounded down to an even number of nets: torch's CPU ``bmm``
     shares the chunk's matrices out among the threads, and an odd number leaves a core idle (2
@@ -351,8 +351,9 @@ def _auto_chunk(T: int, n: int, d: int, H: int, B: int, device: torch.device, fu
     per_net = _step_bytes(1, d, H, B) + 4 * (n * d + 2 * n)  # + the epoch's noise and permutation
     budget = (2 << 30) if device.type == "cuda" else (256 << 20)
     C = int(max(1, min(T, budget // per_net)))
-    if device.type == "cpu" and not fused:
-        C = min(C, max(2, _CACHE_BUDGET // _step_bytes(1, d, H, B)))
+    fit = _CACHE_BUDGET // _step_bytes(1, d, H, B)
+    if device.type == "cpu" and not fused and fit >= 2:  # nets too large for it keep the memory rule
+        C = min(C, fit)
     if device.type == "cpu" and 2 < C < T:
         C -= C % 2
     return C

@@ -162,14 +162,15 @@ def test_chunk_size_does_not_change_the_result():
 
 def test_auto_chunk_fits_one_step_in_the_cache_budget():
     """CPU, batched path: the largest even chunk whose step (weights, gradients, moments,
-    activations) fits _CACHE_BUDGET; at least two nets too large for it (MNIST's); the memory
-    budget alone for the fused path and on CUDA."""
+    activations) fits _CACHE_BUDGET; the memory budget alone for nets too large for it (MNIST's),
+    for the fused path and on CUDA."""
     from physdiff.ddpm.train import _CACHE_BUDGET, _auto_chunk, _step_bytes
 
     cpu = torch.device("cpu")
     C = _auto_chunk(100, 4000, 64, 160, 64, cpu)  # the Curie-Weiss preset
     assert C % 2 == 0 and _step_bytes(C, 64, 160, 64) <= _CACHE_BUDGET < _step_bytes(C + 2, 64, 160, 64)
-    assert _auto_chunk(100, 12665, 784, 2400, 64, cpu) == 2  # MNIST
+    assert _auto_chunk(100, 12665, 784, 2400, 64, cpu) == 2  # MNIST: 3 fit the memory budget, even
+    assert _auto_chunk(10, 6000, 784, 1700, 50, cpu) == 4  # fewer images: 4 fit
     assert _auto_chunk(100, 4000, 64, 160, 64, cpu, fused=True) == 100
     assert _auto_chunk(100, 4000, 64, 160, 64, torch.device("cuda")) == 100
     assert _auto_chunk(7, 4000, 64, 160, 64, cpu) == 7  # a whole T fits: not rounded
