@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from .. import forward, plotting, spins
+from .. import forward, spins
 from .._util import check_positive_int, check_real
 from ..reverse import cloning, cloning_branch_steps, crossing_time, eps_from_score, reverse_chain
 from ..schedules import make_schedule
@@ -216,6 +216,8 @@ def run(params: Params, progress: bool = False) -> dict[str, xr.Dataset]:
 
 def plot(datasets: dict[str, xr.Dataset]) -> dict:
     """Figures: ``potential``, ``forward``, ``trajectories``, ``cloning``, ``speciation_vs_N``."""
+    from .. import plotting  # here: matplotlib.pyplot takes 0.3 s to import, which every CLI start paid
+
     sp = datasets["speciation"]
     t_S = float(sp["speciation_time_covariance"])
     figs = {"potential": plotting.plot_potential(datasets["potential"], speciation_time=t_S),

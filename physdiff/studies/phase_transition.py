@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .. import datasets, forward, metrics, plotting
+from .. import datasets, forward, metrics
 from .._util import check_positive_int, check_real
 from ..reverse import crossing_time
 from ..theory import autoencoder as ae_theory
@@ -451,6 +451,8 @@ def _plot_cloning(ds: xr.Dataset):
 
 def plot(datasets: dict[str, xr.Dataset]) -> dict:
     """Figures: ``score``, ``potential``, ``autoencoder``, ``cloning``, ``trajectories``, ``state_weights``."""
+    from .. import plotting  # here: matplotlib.pyplot takes 0.3 s to import, which every CLI start paid
+
     t_S = float(datasets["speciation"]["speciation_time_theory"])
     return {"score": plotting.plot_score_comparison(datasets["score"], speciation_time=t_S),
             "potential": _plot_potentials(datasets["potential"], t_S),
