@@ -14,8 +14,9 @@ thesis' 1e-4 for the first 4 steps, 2e-4 after) need an Adam with one ``lr`` per
 
 Randomness: net ``t`` in epoch ``e`` draws its minibatch order (a permutation of the data) and its
 noise from a ``torch.Generator`` seeded from ``(config.seed, t, e)``. The result therefore does not
-depend on the chunk size (up to float rounding of the batched matmuls), and a run resumed from a
-checkpoint saved at an epoch boundary continues exactly as the uninterrupted run.
+depend on the chunk size (up to float rounding of the batched matmuls) nor on how many epochs of
+randomness a chunk draws at once, and a run resumed from a checkpoint saved at an epoch boundary
+continues exactly as the uninterrupted run.
 
 References
 ----------
