@@ -962,6 +962,8 @@ def curie_weiss_quality(samples, N: int, beta: float, h: float = 0.0, train=None
     ValueError
         ``samples`` or ``train`` not of shape (., N) or not finite; bad ``N``, ``beta``, ``h``.
     """
+    from scipy.stats import binom  # here: scipy.stats takes 0.3 s to import
+
     from .theory.curie_weiss import magnetization_distribution
 
     N = check_positive_int("N", N)
@@ -973,8 +975,6 @@ def curie_weiss_quality(samples, N: int, beta: float, h: float = 0.0, train=None
     P_hat = np.bincount((M + N) // 2, minlength=N + 1) / n
 
     f = np.floor(n * P)
-    from scipy.stats import binom
-
     mad = 2.0 * (1.0 - P) * (f + 1.0) * binom.pmf(f + 1.0, n, P)
 
     def _plus(p):

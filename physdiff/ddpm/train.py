@@ -210,7 +210,7 @@ class StackedAdam:
     ``torch.optim.Adam.step`` calls, once per run of consecutive timesteps that share a learning
     rate, over views of the stacked tensors and of stacked moments (which can so be saved and
     restored as a whole). Calling it directly skips the optimiser object: its bookkeeping (about
-    17 us per call) and, at the first one constructed in a process, torch's import of
+    10 us per call) and, at the first one constructed in a process, torch's import of
     ``torch._dynamo`` (0.8 s).
 
     Parameters

@@ -332,9 +332,9 @@ def _expected_expit(mu: float, sd: float) -> float:
         # E[expit(mu + sd g)] = expit(mu) + expit''(mu) sd^2 / 2 + O(sd^4), |expit''''| < 1/8
         e = float(special.expit(mu))
         return e + 0.5 * sd**2 * e * (1.0 - e) * (1.0 - 2.0 * e)
-    total = float(special.ndtr(mu / sd))
     from scipy.integrate import quad  # here: scipy.integrate takes 0.15 s to import
 
+    total = float(special.ndtr(mu / sd))
     lo, hi = max(-_U_CUT, mu - 40.0 * sd), min(_U_CUT, mu + 40.0 * sd)
 
     def f(u):
