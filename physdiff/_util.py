@@ -423,3 +423,33 @@ def map_threads(fn, items, workers: int) -> list:
         return [fn(x) for x in items]
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(fn, items))
+
+
+# Elements of one row block's temporary in map_row_blocks (1 MB, half an L2). Measured, the exact
+# Curie-Weiss score of 1000 samples at N = 64 on 2 cores: 24 ms as one block, 16 ms in blocks of
+# 2^16 on two threads; its F pass alone 8.4 ms in blocks of 2^16, 7.6 in 2^17, 7.2 in 2^18.
+_ROW_BLOCK_ELEMENTS = 1 << 17
+
+
+def map_row_blocks(f, n: int, per_row: int):
+    """``f(rows, scratch)`` over contiguous blocks of ``n`` rows, the results concatenated (axis 0).
+
+    Blocks of at most ``_ROW_BLOCK_ELEMENTS`` temporary elements (``per_row`` per row), shared out
+    in contiguous runs among numba's number of threads (:func:`map_threads`; numpy's ufuncs release
+    the GIL); each thread hands its own float64 ``scratch`` buffer of a block's temporary to every
+    block, so no large temporary is allocated (and page-faulted) per block. For functions whose rows
+    are computed independently (a row's arithmetic does not depend on its block): the result is then
+    the same bytes whatever the blocks and the number of threads.
+    """
+    import numba
+
+    rows = max(1, _ROW_BLOCK_ELEMENTS // max(1, per_row))
+    blocks = [slice(a, min(a + rows, n)) for a in range(0, n, rows)]
+    k = max(1, min(numba.get_num_threads(), len(blocks)))
+
+    def work(run):
+        scratch = np.empty(rows * per_row)
+        return [f(blocks[i], scratch) for i in run]
+
+    parts = [p for ps in map_threads(work, np.array_split(np.arange(len(blocks)), k), k) for p in ps]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -133,8 +133,9 @@ def train_epoch(params, opt, x0, perms, noise, sa, s1, w, batch: int, activation
             np.float32(1.0 - beta2), np.float32(beta2), np.float32(opt.eps), int(batch), activation == "relu",
             loss, bad)
     # each net by one thread from start to end: the result does not depend on the number of threads
-    k = max(1, min(numba.get_num_threads(), C))
-    map_threads(lambda nets: _epoch_kernel(*args, nets[0], nets[-1] + 1), np.array_split(np.arange(C), k), k)
+    workers = max(1, min(numba.get_num_threads(), C))
+    map_threads(lambda nets: _epoch_kernel(*args, nets[0], nets[-1] + 1), np.array_split(np.arange(C), workers),
+                workers)
     if (bad >= 0).any():
         k = int(bad[bad >= 0].min())
         at = [int(steps[i]) for i in np.flatnonzero(bad == k)]

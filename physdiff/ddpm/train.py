@@ -349,10 +349,11 @@ def _auto_chunk(T: int, n: int, d: int, H: int, B: int, device: torch.device, fu
     166-171; an epoch of 6 nets 10.1 s in chunks of 3, 8.2 s in chunks of 2). The rule does not
     look at the number of threads, so a run's bytes do not depend on it.
     """
-    per_net = _step_bytes(1, d, H, B) + 4 * (n * d + 2 * n)  # + the epoch's noise and permutation
+    step = _step_bytes(1, d, H, B)
+    per_net = step + 4 * (n * d + 2 * n)  # + the epoch's noise and permutation
     budget = (2 << 30) if device.type == "cuda" else (256 << 20)
     C = int(max(1, min(T, budget // per_net)))
-    fit = _CACHE_BUDGET // _step_bytes(1, d, H, B)
+    fit = _CACHE_BUDGET // step
     if device.type == "cpu" and not fused and fit >= 2:  # nets too large for it keep the memory rule
         C = min(C, fit)
     if device.type == "cpu" and 2 < C < T:

@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import njit
 from scipy.optimize import brentq
 from scipy.special import gammaln, logsumexp
 
-from .._util import check_positive_int, check_real, map_threads
+from .._util import check_positive_int, check_real, map_row_blocks
 
 __all__ = [
     "magnetization_distribution",
@@ -57,10 +56,6 @@ __all__ = [
 
 # Elements per temporary (samples x grid points x spins) block: ~32 MiB of float64.
 _BLOCK = 1 << 22
-# Elements of the temporary of one row block of the quadrature (1 MB, half an L2). Measured, one
-# score of 1000 samples at N = 64 on 2 cores: 24 ms as one block, 16 ms in blocks of 2^16 on two
-# threads; the F pass alone 8.4 ms in blocks of 2^16, 7.6 in 2^17, 7.2 in 2^18 (medians of 5).
-_CACHE_BLOCK = 1 << 17
 # Hubbard-Stratonovich quadrature (see _hs_integrals): half-width of the margin beyond [-1, 1] in
 # units of 1/sqrt(N beta), grid step in the same units, and the log-weight below which a grid
 # point is dropped (e^-46 ~ 1e-20 relative). Margin and step put the tail and discretisation errors
@@ -382,28 +377,6 @@ def _weighted_tanh(H: np.ndarray, m: np.ndarray, wts: np.ndarray, beta: float, s
     return out
 
 
-def _by_rows(f, n: int, per_row: int) -> np.ndarray:
-    """``f(rows, scratch)`` over contiguous blocks of the ``n`` rows, concatenated.
-
-    Blocks of at most ``_CACHE_BLOCK`` temporary elements (``per_row`` per row), shared out in
-    contiguous runs among numba's threads, which run side by side (numpy's ufuncs release the GIL);
-    each thread hands its own ``scratch`` buffer to every block, so no large temporary is allocated
-    (and page-faulted) per block. For functions whose rows are computed independently (a row's
-    arithmetic does not depend on its block), so the result is the same bytes whatever the blocks
-    and the number of threads.
-    """
-    rows = max(1, _CACHE_BLOCK // max(1, per_row))
-    blocks = [slice(a, min(a + rows, n)) for a in range(0, n, rows)]
-    k = max(1, min(numba.get_num_threads(), len(blocks)))
-
-    def work(run):
-        scratch = np.empty(rows * per_row)
-        return [f(blocks[i], scratch) for i in run]
-
-    parts = [p for ps in map_threads(work, np.array_split(np.arange(len(blocks)), k), k) for p in ps]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
 def _hs_uniform(H: np.ndarray, beta: float, need_mean: bool):
     """Trapezoid rule on the whole uniform lattice, vectorised over samples (moderate N beta)."""
     n, N = H.shape
@@ -417,7 +390,8 @@ def _hs_uniform(H: np.ndarray, beta: float, need_mean: bool):
     for a in range(0, n, chunk):
         Hb = H[a:a + chunk]
         fast = _fast_logcosh(Hb, m, beta)  # decided for the whole chunk
-        F = _by_rows(lambda r, buf: _reduced_F(Hb[r], m, beta, N, fast=fast, scratch=buf), len(Hb), G * N) + logq
+        F = map_row_blocks(lambda r, buf: _reduced_F(Hb[r], m, beta, N, fast=fast, scratch=buf), len(Hb),
+                           G * N) + logq
         lI = logsumexp(F, axis=1)
         logI[a:a + chunk] = lI
         if need_mean:
@@ -425,8 +399,8 @@ def _hs_uniform(H: np.ndarray, beta: float, need_mean: bool):
             wts = np.exp(F[:, keep] - F.max(axis=1, keepdims=True))
             wts /= wts.sum(axis=1, keepdims=True)
             step = max(1, _BLOCK // (len(Hb) * N))  # the chunk's grid blocks, whatever the row blocks
-            tanh_sum = _by_rows(lambda r, buf: _weighted_tanh(Hb[r], m[keep], wts[r], beta, step, buf), len(Hb),
-                                min(step, keep.size) * N)
+            tanh_sum = map_row_blocks(lambda r, buf: _weighted_tanh(Hb[r], m[keep], wts[r], beta, step, buf),
+                                      len(Hb), min(step, keep.size) * N)
             mean[a:a + chunk] = np.clip(tanh_sum, -1.0, 1.0)
     return logI, mean
 

@@ -40,8 +40,8 @@ import math
 import numpy as np
 from scipy import linalg, special
 
-from .._util import SeedLike, as_generator, as_samples, check_positive_int, check_real
-from .curie_weiss import _by_rows, magnetization_distribution
+from .._util import SeedLike, as_generator, as_samples, check_positive_int, check_real, map_row_blocks
+from .curie_weiss import magnetization_distribution
 
 __all__ = [
     "PHI_SPECIATION",
@@ -531,7 +531,7 @@ def _posterior_plus_curie_weiss(x: np.ndarray, s: float, delta: float, log_prior
     """
     log_u = 2.0 * s * x / delta
     # rows are independent: L2-sized blocks of them side by side on the threads (same bytes)
-    logw = _by_rows(lambda r, _: _log_esp(log_u[r]), len(x), x.shape[1] + 1) + log_prior_over_binom
+    logw = map_row_blocks(lambda r, _: _log_esp(log_u[r]), len(x), x.shape[1] + 1) + log_prior_over_binom
     logw -= special.logsumexp(logw, axis=1, keepdims=True)
     return np.exp(logw) @ wp
 
